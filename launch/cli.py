@@ -1,0 +1,65 @@
+"""What the entry points share: finding projects, and errors as one line (exit code 2)."""
+
+import importlib
+import pkgutil
+import sys
+
+from absl import flags
+from ml_collections import config_flags
+
+import projects
+from lib import trainer
+from lib.errors import ConfigError
+from lib.errors import UserError
+
+
+def fail(message: str):
+  print(f'error: {message}', file=sys.stderr)
+  sys.exit(2)
+
+
+def parse_flags(argv):
+  """absl's flag parser, reporting bad flags and --config overrides in one line."""
+  try:
+    return flags.FLAGS(argv)
+  except flags.Error as e:
+    fail(str(e))
+  except UserError as e:
+    fail(str(e))
+  except (AttributeError, KeyError) as e:
+    fail(f'a --config.FIELD override names no field of the config: {e}')
+  except (TypeError, ValueError) as e:
+    fail(f'a --config.FIELD override has a value of the wrong type: {e}')
+
+
+def load_config(config_flag: flags.FlagHolder):
+  """The parsed config, or one line saying why its file could not be loaded."""
+  config = config_flag.value
+  try:
+    config.keys()  # a config file that failed to load raises only when used
+  except OSError as e:
+    reason = str(e).strip().splitlines()[-1].strip()
+    path = config_flags.get_config_filename(flags.FLAGS[config_flag.name])
+    fail(f'cannot load --{config_flag.name}={path}: {reason}')
+  return config
+
+
+def available_projects() -> list[str]:
+  return sorted(m.name for m in pkgutil.iter_modules(projects.__path__)
+                if m.ispkg)
+
+
+def load_project(name: str):
+  """The `projects.<name>.train` module, or a ConfigError listing the choices."""
+  if name not in available_projects():
+    raise ConfigError(f'config.project={name!r} is not a project; choose one '
+                      f'of {available_projects()}')
+  return importlib.import_module(f'projects.{name}.train')
+
+
+def run(config, workdir: str) -> trainer.TrainResult:
+  project = load_project(config.project)
+  if hasattr(project, 'train_and_evaluate'):  # a project with its own loop
+    return project.train_and_evaluate(config, workdir)
+  experiment = project.build(config)  # data errors surface before any write
+  return trainer.train_and_evaluate(config, workdir, experiment)

@@ -1,0 +1,56 @@
+"""The config fields every trained project shares, and their validation."""
+
+import ml_collections
+
+from lib.errors import ConfigError
+
+
+def base_config() -> ml_collections.ConfigDict:
+  """Defaults a project's `get_config()` starts from and overrides."""
+  config = ml_collections.ConfigDict()
+  config.project = ''
+  config.seed = 0
+  config.batch_size = 64  # global: split over every device of every process
+  config.num_steps = 1000
+  config.log_every = 50
+  config.eval_every = 200
+  config.checkpoint_every = 500  # 0: only at the end
+  config.keep_checkpoints = 2
+  config.num_devices = 0  # 0: every device
+  config.plots = True
+  config.optimizer = ml_collections.ConfigDict(dict(
+      name='adam', learning_rate=1e-3, schedule='constant', warmup_steps=0,
+      momentum=0.9, weight_decay=0.0, grad_clip_norm=0.0, decay_rate=0.01))
+  # Stop when `metric` (e.g. 'val/mse') has not improved for `patience` evals.
+  config.early_stopping = ml_collections.ConfigDict(dict(
+      metric='', mode='min', patience=0))
+  # What `python -m launch.tour` reports for this project's quick config.
+  config.tour = ml_collections.ConfigDict(dict(
+      metric='', mode='max', target=0.0, baseline=''))
+  return config
+
+
+def _require(ok: bool, message: str):
+  if not ok:
+    raise ConfigError(message)
+
+
+def validate(config: ml_collections.ConfigDict):
+  """Raises ConfigError naming the first field with an unusable value."""
+  for name in ('batch_size', 'num_steps', 'log_every', 'eval_every',
+               'keep_checkpoints'):
+    value = config[name]
+    _require(isinstance(value, int) and value > 0,
+             f'config.{name}={value!r} must be a positive integer')
+  for name in ('checkpoint_every', 'num_devices', 'seed'):
+    value = config[name]
+    _require(isinstance(value, int) and value >= 0,
+             f'config.{name}={value!r} must be an integer >= 0')
+  stopping = config.early_stopping
+  _require(stopping.mode in ('min', 'max'),
+           f"config.early_stopping.mode={stopping.mode!r} must be 'min' or 'max'")
+  _require(stopping.patience >= 0,
+           f'config.early_stopping.patience={stopping.patience} must be >= 0')
+  _require(not stopping.patience or '/' in stopping.metric,
+           'config.early_stopping.metric must name an eval metric as '
+           f"'split/name' (e.g. 'val/loss'), got {stopping.metric!r}")

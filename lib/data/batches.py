@@ -1,0 +1,96 @@
+"""Deterministic batching: a training batch is a pure function of (step, seed).
+
+A source is process-local: a dict of numpy arrays sharing a leading dimension,
+or any object with `__len__` and `__getitem__(int)` returning a per-example
+dict (e.g. a TFDS data source).
+"""
+
+from collections.abc import Iterator, Mapping, Sequence
+from typing import Any
+
+import jax
+import numpy as np
+
+from lib import errors
+
+Batch = dict[str, np.ndarray]
+
+
+def num_examples(source: Any) -> int:
+  """Number of examples in a source."""
+  if isinstance(source, Mapping):
+    sizes = {len(v) for v in source.values()}
+    if len(sizes) != 1:
+      raise errors.DataError(
+          f'Source arrays have different lengths: {sorted(sizes)}.')
+    return sizes.pop()
+  return len(source)
+
+
+def gather(source: Any, indices: Sequence[int] | np.ndarray) -> Batch:
+  """The examples at `indices` as a dict of stacked numpy arrays."""
+  indices = np.asarray(indices, dtype=np.int64)
+  if isinstance(source, Mapping):
+    return {k: np.asarray(v)[indices] for k, v in source.items()}
+  examples = [source[int(i)] for i in indices]
+  return {k: np.stack([np.asarray(ex[k]) for ex in examples])
+          for k in examples[0]}
+
+
+def _check_batch_size(batch_size: int, size: int) -> None:
+  if batch_size <= 0:
+    raise errors.ConfigError(f'batch_size must be positive, got {batch_size}.')
+  if batch_size > size:
+    raise errors.ConfigError(
+        f'batch_size {batch_size} is larger than the data ({size} examples '
+        'in this process).')
+
+
+def train_batch(source: Any, batch_size: int, step: int, seed: int) -> Batch:
+  """The full training batch for `step`; each epoch is a fresh permutation.
+
+  The last partial batch of an epoch is dropped, so every batch is full.
+  """
+  size = num_examples(source)
+  _check_batch_size(batch_size, size)
+  steps_per_epoch = size // batch_size
+  epoch, position = divmod(int(step), steps_per_epoch)
+  order = np.random.default_rng((seed, epoch)).permutation(size)
+  return gather(source, order[position * batch_size:(position + 1) * batch_size])
+
+
+def train_batches(source: Any, batch_size: int, seed: int,
+                  start_step: int = 0) -> Iterator[Batch]:
+  """Endless training batches from `start_step`: a resumed run sees the same data."""
+  _check_batch_size(batch_size, num_examples(source))
+  step = start_step
+  while True:
+    yield train_batch(source, batch_size, step, seed)
+    step += 1
+
+
+def eval_batches(source: Any, batch_size: int) -> Iterator[Batch]:
+  """Every example once, in order; the last batch is padded with example 0.
+
+  Each batch has a float32 'mask' field: 1 for real examples, 0 for padding.
+  """
+  size = num_examples(source)
+  if batch_size <= 0:
+    raise errors.ConfigError(f'batch_size must be positive, got {batch_size}.')
+  for start in range(0, size, batch_size):
+    indices = np.arange(start, min(start + batch_size, size))
+    num_real = len(indices)
+    indices = np.pad(indices, (0, batch_size - num_real))  # Pads with index 0.
+    batch = gather(source, indices)
+    batch['mask'] = (np.arange(batch_size) < num_real).astype(np.float32)
+    yield batch
+
+
+def local_batch_size(global_batch_size: int) -> int:
+  """This process's share of the global batch."""
+  processes = jax.process_count()
+  if global_batch_size <= 0 or global_batch_size % processes:
+    raise errors.ConfigError(
+        f'batch_size {global_batch_size} must be a positive multiple of the '
+        f'number of processes ({processes}).')
+  return global_batch_size // processes

@@ -1,0 +1,7 @@
+"""Every test runs with 8 fake CPU devices, so every step is exercised sharded."""
+
+import os
+
+os.environ['XLA_FLAGS'] = (os.environ.get('XLA_FLAGS', '') +
+                           ' --xla_force_host_platform_device_count=8')
+os.environ.setdefault('JAX_PLATFORMS', 'cpu')
