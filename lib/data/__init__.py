@@ -1,0 +1,1 @@
+"""Data sources, batching and readers; import the submodules."""

@@ -56,12 +56,13 @@ def train_batch(source: Any, batch_size: int, step: int, seed: int) -> Batch:
   steps_per_epoch = size // batch_size
   epoch, position = divmod(int(step), steps_per_epoch)
   order = np.random.default_rng((seed, epoch)).permutation(size)
-  return gather(source, order[position * batch_size:(position + 1) * batch_size])
+  start = position * batch_size
+  return gather(source, order[start:start + batch_size])
 
 
 def train_batches(source: Any, batch_size: int, seed: int,
                   start_step: int = 0) -> Iterator[Batch]:
-  """Endless training batches from `start_step`: a resumed run sees the same data."""
+  """Endless batches from `start_step`, so a resumed run sees the same data."""
   _check_batch_size(batch_size, num_examples(source))
   step = start_step
   while True:

@@ -1,4 +1,4 @@
-"""MNIST from the standard IDX files (gzip or plain), e.g. `../shared/data/mnist/`."""
+"""MNIST from the standard IDX files (gzip or plain), e.g. ../shared/data/."""
 
 import gzip
 import os
@@ -53,8 +53,9 @@ def read_idx(path: str | os.PathLike) -> np.ndarray:
   return array.astype(dtype.newbyteorder('='))
 
 
-def load_mnist(directory: str | os.PathLike) -> dict[str, dict[str, np.ndarray]]:
-  """{'train', 'test'} -> {'image': uint8 [N, 28, 28, 1], 'label': int32 [N]}."""
+def load_mnist(
+    directory: str | os.PathLike) -> dict[str, dict[str, np.ndarray]]:
+  """{'train', 'test'}: 'image' uint8 [N, 28, 28, 1] and 'label' int32 [N]."""
   directory = os.fspath(directory)
   missing = [name for names in _FILES.values() for name in names
              if not os.path.exists(os.path.join(directory, name))]

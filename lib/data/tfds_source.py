@@ -37,7 +37,7 @@ def load_tfds(name: str, split: str, data_dir: str | None = None) -> Any:
 
 def to_arrays(source: Any, keys: Sequence[str] | None = None,
               limit: int | None = None) -> dict[str, np.ndarray]:
-  """Loads a small source (first `limit` examples) into a dict of numpy arrays."""
+  """Loads a small source (its first `limit` examples) as numpy arrays."""
   size = batches.num_examples(source)
   if limit is not None:
     size = min(size, limit)
