@@ -1,16 +1,26 @@
 """What the entry points share: finding projects, and errors as one line (exit code 2)."""
 
 import importlib
+import logging as std_logging
 import pkgutil
 import sys
 
 from absl import flags
+from absl import logging
 from ml_collections import config_flags
 
 import projects
 from lib import trainer
 from lib.errors import ConfigError
 from lib.errors import UserError
+
+
+def log_our_progress():
+  """INFO logs from this codebase; orbax's per-save chatter stays at WARNING."""
+  logging.set_verbosity(logging.INFO)
+  logging.get_absl_logger().addFilter(
+      lambda record: record.levelno >= std_logging.WARNING
+      or '/orbax/' not in record.pathname)
 
 
 def fail(message: str):

@@ -11,7 +11,6 @@ import os
 
 from absl import app
 from absl import flags
-from absl import logging
 from ml_collections import config_flags
 
 from launch import cli
@@ -30,7 +29,7 @@ flags.mark_flags_as_required(['config', 'workdir'])
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f'unexpected arguments: {argv[1:]}')
-  logging.set_verbosity(logging.INFO)
+  cli.log_our_progress()
   mesh_lib.initialize_distributed()
   config = cli.load_config(_CONFIG)
   try:

@@ -89,11 +89,15 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
                                       config.seed, start_step=start)
   metadata = lambda: {'config': config.to_dict(), 'loop': loop}
 
+  eval_counts = {split: batches_lib.eval_batch_count(data, local_batch)
+                 for split, data in experiment.eval_data.items()}
+
   def evaluate_all(state) -> dict[str, float]:
     results = {}
     for split, data in experiment.eval_data.items():
-      values = steps_lib.evaluate(
-          eval_step, state, batches_lib.eval_batches(data, local_batch), mesh)
+      split_batches = batches_lib.eval_batches(data, local_batch,
+                                               eval_counts[split])
+      values = steps_lib.evaluate(eval_step, state, split_batches, mesh)
       results.update({f'{split}/{k}': v for k, v in values.items()})
       if writer:
         writer.write(int(state.step), split, values)

@@ -9,6 +9,7 @@ from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
 import jax
+from jax.experimental import multihost_utils
 import numpy as np
 
 from lib import errors
@@ -70,21 +71,34 @@ def train_batches(source: Any, batch_size: int, seed: int,
     step += 1
 
 
-def eval_batches(source: Any, batch_size: int) -> Iterator[Batch]:
+def eval_batches(source: Any, batch_size: int,
+                 num_batches: int | None = None) -> Iterator[Batch]:
   """Every example once, in order; the last batch is padded with example 0.
 
   Each batch has a float32 'mask' field: 1 for real examples, 0 for padding.
+  `num_batches` (at least what the data needs) pads with fully masked batches,
+  so that every process of a multi-host job runs the same number of steps.
   """
   size = num_examples(source)
   if batch_size <= 0:
     raise errors.ConfigError(f'batch_size must be positive, got {batch_size}.')
-  for start in range(0, size, batch_size):
+  needed = -(-size // batch_size)
+  for start in range(0, max(num_batches or 0, needed) * batch_size, batch_size):
     indices = np.arange(start, min(start + batch_size, size))
     num_real = len(indices)
     indices = np.pad(indices, (0, batch_size - num_real))  # Pads with index 0.
     batch = gather(source, indices)
     batch['mask'] = (np.arange(batch_size) < num_real).astype(np.float32)
     yield batch
+
+
+def eval_batch_count(source: Any, batch_size: int) -> int:
+  """The most eval batches any process needs for its part of the data."""
+  count = -(-num_examples(source) // batch_size)
+  if jax.process_count() > 1:
+    counts = multihost_utils.process_allgather(np.int32(count))
+    count = int(np.max(counts))
+  return count
 
 
 def local_batch_size(global_batch_size: int) -> int:

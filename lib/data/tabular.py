@@ -1,5 +1,6 @@
 """Numeric CSV files (e.g. the course's HW1) with clear errors for bad files."""
 
+import collections
 import csv
 import os
 from typing import NamedTuple
@@ -16,13 +17,25 @@ class Table(NamedTuple):
   feature_names: list[str]
 
 
-def read_csv(path: str | os.PathLike, target_column: str | None,
+def unique_names(names: list[str]) -> list[str]:
+  """Repeated names get pandas-style suffixes: cli, cli.1, cli.2, ..."""
+  seen = collections.Counter()
+  unique = []
+  for name in names:
+    unique.append(f'{name}.{seen[name]}' if seen[name] else name)
+    seen[name] += 1
+  return unique
+
+
+def read_csv(path: str | os.PathLike, target_column: str | int | None,
              drop_columns: tuple[str, ...] = ('id',)) -> Table:
   """Reads a numeric CSV with a header row; all values become float32.
 
   Args:
     path: the CSV file.
-    target_column: name of the target column, or None (e.g. a test file).
+    target_column: the target's name (the last column of that name, when a
+      name repeats, as the course's per-day columns do), its index (-1: the
+      last column), or None (e.g. a test file).
     drop_columns: columns to ignore if present (e.g. a row id).
 
   Raises:
@@ -44,10 +57,18 @@ def read_csv(path: str | os.PathLike, target_column: str | None,
   body = [(line, row) for line, row in enumerate(rows[1:], start=2) if row]
   if not body:
     raise errors.DataError(f'{path}: only a header, no data rows.')
-  if target_column is not None and target_column not in header:
-    raise errors.DataError(
-        f'{path}: target column {target_column!r} is not in the header '
-        f'({len(header)} columns: {", ".join(header[:5])}, ...).')
+  target_index = None
+  if isinstance(target_column, int):
+    if not -len(header) <= target_column < len(header):
+      raise errors.DataError(f'{path}: no column {target_column} among '
+                             f'{len(header)}.')
+    target_index = target_column % len(header)
+  elif target_column is not None:
+    if target_column not in header:
+      raise errors.DataError(
+          f'{path}: target column {target_column!r} is not in the header '
+          f'({len(header)} columns: {", ".join(header[:5])}, ...).')
+    target_index = len(header) - 1 - header[::-1].index(target_column)
 
   values = np.empty((len(body), len(header)), np.float32)
   for i, (line, row) in enumerate(body):
@@ -64,12 +85,10 @@ def read_csv(path: str | os.PathLike, target_column: str | None,
             f'{cell!r} is not a number.') from None
 
   feature_columns = [j for j, name in enumerate(header)
-                     if name != target_column and name not in drop_columns]
-  target = None
-  if target_column is not None:
-    target = values[:, header.index(target_column)].copy()
+                     if j != target_index and name not in drop_columns]
+  target = None if target_index is None else values[:, target_index].copy()
   return Table(features=values[:, feature_columns].copy(), target=target,
-               feature_names=[header[j] for j in feature_columns])
+               feature_names=unique_names([header[j] for j in feature_columns]))
 
 
 def standardize(train: np.ndarray,

@@ -77,6 +77,15 @@ def test_eval_batches_cover_every_example_once_with_padding_masked():
   np.testing.assert_array_equal(batch_list[-1]['y'], [8, 9, 0, 0])
 
 
+def test_eval_batches_pad_to_a_common_batch_count():
+  source = {'x': np.arange(10)}
+  padded = list(batches.eval_batches(source, 4, num_batches=5))
+  assert len(padded) == 5
+  assert sum(b['mask'].sum() for b in padded) == 10
+  assert not padded[-1]['mask'].any()
+  assert batches.eval_batch_count(source, 4) == 3
+
+
 def test_local_batch_size_single_process():
   assert batches.local_batch_size(32) == 32
   with pytest.raises(errors.ConfigError):
@@ -158,6 +167,19 @@ def test_read_csv_malformed(tmp_path, text, target, message):
   with pytest.raises(errors.DataError, match=message) as info:
     tabular.read_csv(path, target)
   assert 'data.csv' in str(info.value)
+
+
+def test_read_csv_repeated_names_take_the_last_as_target(tmp_path):
+  path = _write(tmp_path, 'id,y,x,y\n0,1,2,3\n1,4,5,6\n')
+  table = tabular.read_csv(path, 'y')
+  np.testing.assert_array_equal(table.target, [3, 6])
+  assert table.feature_names == ['y', 'x']
+  np.testing.assert_array_equal(table.features, [[1, 2], [4, 5]])
+  by_index = tabular.read_csv(path, -1, drop_columns=())
+  np.testing.assert_array_equal(by_index.target, [3, 6])
+  assert by_index.feature_names == ['id', 'y', 'x']
+  with pytest.raises(errors.DataError, match='no column 7'):
+    tabular.read_csv(path, 7)
 
 
 def test_read_csv_missing_file(tmp_path):
