@@ -30,6 +30,13 @@ def base_config() -> ml_collections.ConfigDict:
   return config
 
 
+def check_variant(project: str, variant: str | None, variants):
+  """A config file's `get_config(variant)` accepts None/'' or one of `variants`."""
+  if variant not in (None, '', *variants):
+    raise ConfigError(f'unknown {project} config {variant!r}; choose one of '
+                      f'{tuple(variants)} or none')
+
+
 def _require(ok: bool, message: str):
   if not ok:
     raise ConfigError(message)

@@ -1,11 +1,10 @@
 """A tiny classification experiment built straight from lib, for the library's own tests."""
 
 import jax
-import jax.numpy as jnp
 import ml_collections
 import numpy as np
-import optax
 
+from lib import classifier
 from lib import config as config_lib
 from lib import models
 from lib import trainer
@@ -40,22 +39,7 @@ def toy_experiment(batch_norm: bool = True, dropout: float = 0.1,
   model = models.MLP((32, 32), num_outputs=3, batch_norm=batch_norm,
                      dropout=dropout)
 
-  def loss_fn(params, model_state, batch, key):
-    logits, model_state = models.apply_model(
-        model, params, model_state, batch['input'], train=True, key=key)
-    loss = optax.softmax_cross_entropy_with_integer_labels(
-        logits, batch['label']).mean()
-    accuracy = jnp.mean(jnp.argmax(logits, -1) == batch['label'])
-    return loss, ({'accuracy': accuracy}, model_state)
-
-  def eval_fn(params, model_state, batch):
-    logits, _ = models.apply_model(model, params, model_state, batch['input'],
-                                   train=False)
-    return {'loss': optax.softmax_cross_entropy_with_integer_labels(
-                logits, batch['label']),
-            'accuracy': (jnp.argmax(logits, -1) == batch['label']).astype(
-                jnp.float32)}
-
+  loss_fn, eval_fn = classifier.classifier_fns(model)
   train = {k: v[:192] for k, v in data.items()}
   val = {k: v[192:] for k, v in data.items()}
   return trainer.Experiment(model=model, loss_fn=loss_fn, eval_fn=eval_fn,

@@ -13,15 +13,12 @@ Variants (`--config=projects/classification/config.py:VARIANT`):
 import ml_collections
 
 from lib import config as config_lib
-from lib.errors import ConfigError
 
 VARIANTS = ('quick', 'mnist', 'phonemes')
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
-  if arg not in (None, '', *VARIANTS):
-    raise ConfigError(f'unknown classification config {arg!r}; choose one of '
-                      f'{VARIANTS} or none')
+  config_lib.check_variant('classification', arg, VARIANTS)
   config = config_lib.base_config()
   config.project = 'classification'
   config.data = ml_collections.ConfigDict(dict(

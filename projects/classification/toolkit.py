@@ -33,7 +33,6 @@ import numpy as np
 import optax
 
 from lib import metric_log
-from lib import models
 from lib import plots
 from lib import trainer
 from lib.data import batches

@@ -6,11 +6,10 @@ and returns the `Experiment` that `lib.trainer` runs.
 """
 
 import flax.linen as nn
-import jax.numpy as jnp
 import ml_collections
 import numpy as np
-import optax
 
+from lib import classifier
 from lib import models
 from lib import trainer
 from lib.data import embedded
@@ -66,32 +65,10 @@ def make_model(config: ml_collections.ConfigDict, num_classes: int):
                     activation=ACTIVATIONS[activation])
 
 
-def make_loss_and_eval(model):
-  """The pair of functions lib.steps expects, for integer 'label's."""
-
-  def loss_fn(params, model_state, batch, key):
-    logits, model_state = models.apply_model(
-        model, params, model_state, batch['input'], train=True, key=key)
-    loss = optax.softmax_cross_entropy_with_integer_labels(
-        logits, batch['label']).mean()
-    accuracy = jnp.mean(jnp.argmax(logits, -1) == batch['label'])
-    return loss, ({'accuracy': accuracy}, model_state)
-
-  def eval_fn(params, model_state, batch):
-    logits, _ = models.apply_model(model, params, model_state, batch['input'],
-                                   train=False)
-    correct = jnp.argmax(logits, -1) == batch['label']
-    return {'accuracy': correct.astype(jnp.float32),
-            'loss': optax.softmax_cross_entropy_with_integer_labels(
-                logits, batch['label'])}
-
-  return loss_fn, eval_fn
-
-
 def build(config: ml_collections.ConfigDict) -> trainer.Experiment:
   train, val, num_classes = load_data(config)
   model = make_model(config, num_classes)
-  loss_fn, eval_fn = make_loss_and_eval(model)
+  loss_fn, eval_fn = classifier.classifier_fns(model)
   baseline = majority_class_accuracy(train, val)
   return trainer.Experiment(
       model=model, loss_fn=loss_fn, eval_fn=eval_fn,

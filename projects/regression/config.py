@@ -32,9 +32,7 @@ SOURCES = ('diabetes', 'csv')
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
-  if arg not in (None, '', *VARIANTS):
-    raise ConfigError(f'unknown regression config {arg!r}; choose one of '
-                      f'{VARIANTS} or none')
+  config_lib.check_variant('regression', arg, VARIANTS)
   config = config_lib.base_config()
   config.project = 'regression'
   config.data = ml_collections.ConfigDict(dict(
