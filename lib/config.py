@@ -18,6 +18,7 @@ def base_config() -> ml_collections.ConfigDict:
   config.keep_checkpoints = 2
   config.num_devices = 0  # 0: every device
   config.plots = True
+  config.log_grad_norm = False  # an extra pass over the gradients per step
   config.optimizer = ml_collections.ConfigDict(dict(
       name='adam', learning_rate=1e-3, schedule='constant', warmup_steps=0,
       momentum=0.9, weight_decay=0.0, grad_clip_norm=0.0, decay_rate=0.01))

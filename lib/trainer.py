@@ -83,7 +83,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
   start = int(state.step)
   writer = metric_log.MetricWriter(workdir, resume_step=start) if is_chief else None
 
-  train_step = steps_lib.make_train_step(experiment.loss_fn, tx, mesh)
+  train_step = steps_lib.make_train_step(
+      experiment.loss_fn, tx, mesh, log_grad_norm=config.log_grad_norm)
   eval_step = steps_lib.make_eval_step(experiment.eval_fn, mesh)
   batches = batches_lib.train_batches(experiment.train_data, local_batch,
                                       config.seed, start_step=start)

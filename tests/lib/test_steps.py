@@ -13,7 +13,8 @@ from lib.data import batches as batches_lib
 from tests import toy
 
 
-def _run(num_devices, num_steps=6, batch_norm=True, dropout=0.1):
+def _run(num_devices, num_steps=6, batch_norm=True, dropout=0.1,
+         log_grad_norm=False):
   mesh = mesh_lib.make_mesh(num_devices)
   experiment = toy.toy_experiment(batch_norm=batch_norm, dropout=dropout)
   tx = optax.adam(1e-2)
@@ -21,7 +22,8 @@ def _run(num_devices, num_steps=6, batch_norm=True, dropout=0.1):
       experiment.model, tx, experiment.sample_input, jax.random.key(0), mesh)
   chex.clear_trace_counter()  # each call below compiles for its own mesh
   loss_fn = chex.assert_max_traces(experiment.loss_fn, n=1)
-  train_step = steps.make_train_step(loss_fn, tx, mesh)
+  train_step = steps.make_train_step(loss_fn, tx, mesh,
+                                     log_grad_norm=log_grad_norm)
   history = []
   for step in range(num_steps):
     batch = batches_lib.train_batch(experiment.train_data, 32, step, seed=0)
@@ -88,3 +90,11 @@ def test_evaluate_is_the_mean_over_every_example(batch_size):
                              rtol=1e-5)
   np.testing.assert_allclose(result['accuracy'],
                              np.mean(expected['accuracy']), rtol=1e-6)
+
+
+def test_grad_norm_is_logged_only_when_asked():
+  _, plain = _run(8, num_steps=1)
+  _, with_norm = _run(8, num_steps=1, log_grad_norm=True)
+  assert 'grad_norm' not in plain[0]
+  assert float(with_norm[0]['grad_norm']) > 0
+  np.testing.assert_allclose(with_norm[0]['loss'], plain[0]['loss'])
