@@ -53,3 +53,14 @@ def _projects():
   root = os.path.join(REPO, 'projects')
   return [d for d in os.listdir(root)
           if os.path.isfile(os.path.join(root, d, '__init__.py'))]
+
+
+def test_tour_trains_a_project_and_writes_its_table(tmp_path):
+  out = tmp_path / 'tour.md'
+  result = _launch('--projects=regression', f'--workdir={tmp_path / "runs"}',
+                   f'--out={out}', module='launch.tour')
+  assert result.returncode == 0, result.stderr
+  rows = [line for line in out.read_text().splitlines()
+          if line.startswith('| regression')]
+  assert len(rows) == 1 and '| yes |' in rows[0]
+  assert (tmp_path / 'runs' / 'regression' / 'summary.json').exists()
