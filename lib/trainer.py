@@ -78,8 +78,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
         os.path.join(workdir, 'best'), every=0, keep=1)
   loop = {'best': None, 'best_step': None, 'evals_without_improvement': 0}
   if checkpoints.latest_step() is not None:
-    state, metadata = checkpoints.restore(state)
-    loop = metadata['loop']
+    state, restored = checkpoints.restore(state)
+    loop = restored['loop']
   start = int(state.step)
   writer = metric_log.MetricWriter(workdir, resume_step=start) if is_chief else None
 
@@ -89,6 +89,10 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
   batches = batches_lib.train_batches(experiment.train_data, local_batch,
                                       config.seed, start_step=start)
   metadata = lambda: {'config': config.to_dict(), 'loop': loop}
+  # A run that early stopping ended stays ended when its command is re-run.
+  stopped_before = bool(stopping.patience) and (
+      loop['evals_without_improvement'] >= stopping.patience)
+  last_step = start if stopped_before else config.num_steps
 
   eval_counts = {split: batches_lib.eval_batch_count(data, local_batch)
                  for split, data in experiment.eval_data.items()}
@@ -108,7 +112,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
   pending = []  # train metrics on device, fetched only at log/eval/save time
   train_means, eval_results, stop = {}, {}, False
   started = time.perf_counter()
-  for step in range(start + 1, config.num_steps + 1):
+  for step in range(start + 1, last_step + 1):
     state, metrics = train_step(state, mesh_lib.shard_batch(next(batches), mesh))
     pending.append(metrics)
     last = step == config.num_steps

@@ -74,6 +74,9 @@ def test_early_stopping_stops_and_keeps_the_best(tmp_path):
   assert result.metrics['best_step'] == 10
   best = trainer.restore_best(config, str(tmp_path), toy.toy_experiment())
   assert int(best.step) == 10
+  again = trainer.train_and_evaluate(config, str(tmp_path),
+                                     toy.toy_experiment())
+  assert again.metrics['step'] == 30 and again.metrics['best_step'] == 10
 
 
 @pytest.mark.parametrize('field,value,message', [
