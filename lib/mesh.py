@@ -51,6 +51,3 @@ def shard_batch(batch, mesh):
       lambda x: jax.make_array_from_process_local_data(sharding, np.asarray(x)),
       batch)
 
-
-def replicate(tree, mesh):
-  return jax.device_put(tree, replicated(mesh))

@@ -26,8 +26,8 @@ class MetricWriter:
   """Writes one record per call: {'step', 'split', name: value, ...}.
 
   A resumed run first drops the records written after its checkpoint, so the
-  file reads like that of a run never interrupted. The file is rewritten whole
-  (object stores cannot append); a run's records are few.
+  file reads like that of a run never interrupted. A local file is appended
+  to; an object-store URL (gs://...), which cannot append, is rewritten whole.
   """
 
   def __init__(self, workdir, *, resume_step: int = 0,
@@ -37,6 +37,9 @@ class MetricWriter:
     self._path = workdir / METRICS_FILE
     self._lines = [json.dumps(r) for r in read_metrics(workdir)
                    if r['step'] <= resume_step]
+    self._path.write_text(''.join(line + '\n' for line in self._lines))
+    remote = '://' in str(workdir)
+    self._file = None if remote else self._path.open('a')
     self._tb = None
     if tensorboard:
       from tensorboardX import SummaryWriter  # pylint: disable=g-import-not-at-top
@@ -45,9 +48,13 @@ class MetricWriter:
   def write(self, step: int, split: str, scalars: dict[str, float],
             echo: bool = True):
     scalars = {k: float(v) for k, v in scalars.items()}
-    self._lines.append(json.dumps({'step': int(step), 'split': split,
-                                   **scalars}))
-    self._path.write_text('\n'.join(self._lines) + '\n')
+    line = json.dumps({'step': int(step), 'split': split, **scalars})
+    if self._file is not None:
+      self._file.write(line + '\n')
+      self._file.flush()
+    else:
+      self._lines.append(line)
+      self._path.write_text(''.join(x + '\n' for x in self._lines))
     if self._tb is not None:
       for name, value in scalars.items():
         self._tb.add_scalar(f'{split}/{name}', value, step)
@@ -56,6 +63,8 @@ class MetricWriter:
       logging.info('[%d] %s: %s', step, split, text)
 
   def close(self):
+    if self._file is not None:
+      self._file.close()
     if self._tb is not None:
       self._tb.close()
 

@@ -53,6 +53,12 @@ def _improved(value: float, best: float | None, mode: str) -> bool:
   return best is None or (value < best if mode == 'min' else value > best)
 
 
+def _initial_state(config, experiment: Experiment, tx, mesh):
+  return train_state_lib.create_train_state(
+      experiment.model, tx, experiment.sample_input,
+      jax.random.key(config.seed), mesh)
+
+
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
                        experiment: Experiment) -> TrainResult:
   """Trains from scratch, or resumes from the latest checkpoint in `workdir`."""
@@ -66,9 +72,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
   stopping = config.early_stopping
   is_chief = jax.process_index() == 0
 
-  state = train_state_lib.create_train_state(
-      experiment.model, tx, experiment.sample_input,
-      jax.random.key(config.seed), mesh)
+  state = _initial_state(config, experiment, tx, mesh)
   checkpoints = checkpoint_lib.Checkpointer(
       os.path.join(workdir, 'checkpoints'), every=config.checkpoint_every,
       keep=config.keep_checkpoints)
@@ -185,9 +189,7 @@ def restore_best(config, workdir: str, experiment: Experiment):
   """The state saved at the best evaluation (early stopping), or the latest one."""
   mesh = mesh_lib.make_mesh(config.num_devices)
   tx = optim.make_optimizer(config.optimizer, config.num_steps)
-  state = train_state_lib.create_train_state(
-      experiment.model, tx, experiment.sample_input,
-      jax.random.key(config.seed), mesh)
+  state = _initial_state(config, experiment, tx, mesh)
   for folder in ('best', 'checkpoints'):
     path = os.path.join(workdir, folder)
     if epath.Path(path).is_dir():

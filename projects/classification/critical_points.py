@@ -48,20 +48,25 @@ def grad_norm_squared(loss_fn: Callable, x: jax.Array) -> jax.Array:
   return jnp.vdot(g, g)
 
 
+def _minimize(objective: Callable, tx: optax.GradientTransformation,
+              x: jax.Array, num_steps: int):
+  """`num_steps` of `tx` on `objective`; returns (x, the value before each step)."""
+
+  def step(carry, _):
+    x, opt_state = carry
+    value, grad = jax.value_and_grad(objective)(x)
+    updates, opt_state = tx.update(grad, opt_state, x)
+    return (optax.apply_updates(x, updates), opt_state), value
+
+  (x, _), values = jax.lax.scan(step, (x, tx.init(x)), length=num_steps)
+  return x, values
+
+
 @functools.partial(jax.jit, static_argnums=(0, 2))
 def descend(loss_fn: Callable, x: jax.Array, num_steps: int,
             learning_rate: float = 1e-2):
   """Full-batch Adam on `loss_fn`; returns (x, the loss before each step)."""
-  tx = optax.adam(learning_rate)
-
-  def step(carry, _):
-    x, opt_state = carry
-    loss, grad = jax.value_and_grad(loss_fn)(x)
-    updates, opt_state = tx.update(grad, opt_state, x)
-    return (optax.apply_updates(x, updates), opt_state), loss
-
-  (x, _), losses = jax.lax.scan(step, (x, tx.init(x)), length=num_steps)
-  return x, losses
+  return _minimize(loss_fn, optax.adam(learning_rate), x, num_steps)
 
 
 @functools.partial(jax.jit, static_argnums=(0, 2))
@@ -74,16 +79,9 @@ def find_critical_point(loss_fn: Callable, x: jax.Array, num_steps: int,
   gradient norm before each step).
   """
   tx = optax.adam(optax.cosine_decay_schedule(learning_rate, num_steps))
-  objective = jax.value_and_grad(functools.partial(grad_norm_squared, loss_fn))
-
-  def step(carry, _):
-    x, opt_state = carry
-    value, grad = objective(x)
-    updates, opt_state = tx.update(grad, opt_state, x)
-    return (optax.apply_updates(x, updates), opt_state), jnp.sqrt(value)
-
-  (x, _), grad_norms = jax.lax.scan(step, (x, tx.init(x)), length=num_steps)
-  return x, grad_norms
+  x, squared_norms = _minimize(
+      functools.partial(grad_norm_squared, loss_fn), tx, x, num_steps)
+  return x, jnp.sqrt(squared_norms)
 
 
 @functools.partial(jax.jit, static_argnums=0)
