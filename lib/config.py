@@ -31,6 +31,20 @@ def base_config() -> ml_collections.ConfigDict:
   return config
 
 
+def image_model_config(name: str = 'resnet') -> ml_collections.ConfigDict:
+  """Fields of lib.models.make_image_classifier; each model reads its own."""
+  return ml_collections.ConfigDict(dict(
+      name=name,  # small_cnn | resnet | separable
+      channels=(32, 64) if name == 'small_cnn' else (64, 128, 128, 256, 256),
+      strides=(1, 2, 1, 2, 1),  # separable: one per entry of channels
+      stem_channels=32,  # separable
+      stage_sizes=(2, 2, 2),  # resnet: blocks per stage
+      width=32,  # resnet: first stage's channels, doubled per stage
+      stem='cifar',  # resnet: cifar | imagenet
+      batch_norm=True,
+      dropout=0.0))
+
+
 def check_variant(project: str, variant: str | None, variants):
   """A config file's `get_config(variant)` accepts None/'' or one of `variants`."""
   if variant not in (None, '', *variants):

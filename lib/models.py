@@ -5,6 +5,8 @@ from typing import Callable, Sequence
 import flax.linen as nn
 import jax
 
+from lib.errors import ConfigError
+
 
 def apply_model(model: nn.Module, params, model_state, x, *, train: bool,
                 key=None):
@@ -58,7 +60,150 @@ class SmallCNN(nn.Module):
       x = nn.relu(x)
       if min(x.shape[1:3]) >= 2:
         x = nn.max_pool(x, (2, 2), strides=(2, 2))
-    x = x.mean(axis=(1, 2))
+    x = _expose_features(self, x).mean(axis=(1, 2))
     if self.dropout:
       x = nn.Dropout(self.dropout, deterministic=not train)(x)
     return nn.Dense(self.num_outputs)(x)
+
+
+def _norm(train: bool, batch_norm: bool, **kwargs):
+  if batch_norm:
+    return nn.BatchNorm(use_running_average=not train, momentum=0.9, **kwargs)
+  return lambda x: x
+
+
+def _expose_features(module: nn.Module, x: jax.Array) -> jax.Array:
+  """Marks the last feature map, for Grad-CAM and feature-space plots.
+
+  `sow` records it under the 'intermediates' collection when that is mutable;
+  `perturb` adds a zero 'perturbations' variable, so the gradient with respect
+  to the feature map is the gradient with respect to that variable.
+  """
+  module.sow('intermediates', 'features', x)
+  return module.perturb('features', x)
+
+
+class ResidualBlock(nn.Module):
+  """Two 3x3 convs with batch norm and an identity (or 1x1 projection) shortcut."""
+  channels: int
+  strides: int = 1
+  batch_norm: bool = True
+
+  @nn.compact
+  def __call__(self, x, *, train: bool = False):
+    shortcut = x
+    y = nn.Conv(self.channels, (3, 3), self.strides, use_bias=False)(x)
+    y = nn.relu(_norm(train, self.batch_norm)(y))
+    y = nn.Conv(self.channels, (3, 3), use_bias=False)(y)
+    # A zero-initialized last scale makes each block start as the identity.
+    y = _norm(train, self.batch_norm, scale_init=nn.initializers.zeros)(y)
+    if shortcut.shape != y.shape:
+      shortcut = nn.Conv(self.channels, (1, 1), self.strides,
+                         use_bias=False)(x)
+      shortcut = _norm(train, self.batch_norm)(shortcut)
+    return nn.relu(y + shortcut)
+
+
+class ResNet(nn.Module):
+  """ResNet with basic blocks (He et al. 2016).
+
+  `stage_sizes=(2, 2, 2, 2), width=64, stem='imagenet'` is ResNet-18;
+  `stage_sizes=(3, 3, 3), width=16, stem='cifar'` is the CIFAR ResNet-20. Each
+  stage after the first halves the resolution and doubles the width.
+  """
+  stage_sizes: Sequence[int] = (2, 2, 2, 2)
+  width: int = 64
+  num_outputs: int = 10
+  stem: str = 'cifar'  # cifar: one 3x3 conv; imagenet: 7x7/2 conv + max-pool
+  batch_norm: bool = True
+  dropout: float = 0.0
+
+  @nn.compact
+  def __call__(self, x, *, train: bool = False):
+    if self.stem == 'imagenet':
+      x = nn.Conv(self.width, (7, 7), 2, use_bias=False)(x)
+    elif self.stem == 'cifar':
+      x = nn.Conv(self.width, (3, 3), use_bias=False)(x)
+    else:
+      raise ValueError(f"stem={self.stem!r}: choose 'cifar' or 'imagenet'")
+    x = nn.relu(_norm(train, self.batch_norm)(x))
+    if self.stem == 'imagenet':
+      x = nn.max_pool(x, (3, 3), strides=(2, 2), padding='SAME')
+    for stage, num_blocks in enumerate(self.stage_sizes):
+      for block in range(num_blocks):
+        strides = 2 if stage > 0 and block == 0 else 1
+        x = ResidualBlock(self.width * 2**stage, strides,
+                          self.batch_norm)(x, train=train)
+    x = _expose_features(self, x).mean(axis=(1, 2))
+    if self.dropout:
+      x = nn.Dropout(self.dropout, deterministic=not train)(x)
+    return nn.Dense(self.num_outputs)(x)
+
+
+class SeparableBlock(nn.Module):
+  """Depthwise 3x3 conv (one filter per channel) then pointwise 1x1 conv.
+
+  Costs 9*C_in + C_in*C_out weights where a full 3x3 conv costs 9*C_in*C_out.
+  """
+  channels: int
+  strides: int = 1
+  batch_norm: bool = True
+
+  @nn.compact
+  def __call__(self, x, *, train: bool = False):
+    x = nn.Conv(x.shape[-1], (3, 3), self.strides,
+                feature_group_count=x.shape[-1], use_bias=not self.batch_norm)(x)
+    x = nn.relu(_norm(train, self.batch_norm)(x))
+    x = nn.Conv(self.channels, (1, 1), use_bias=not self.batch_norm)(x)
+    return nn.relu(_norm(train, self.batch_norm)(x))
+
+
+class SeparableCNN(nn.Module):
+  """A MobileNet-style net: a full 3x3 stem, then depthwise-separable blocks.
+
+  `channels[i]` is block i's width and `strides[i]` its stride (2 halves the
+  resolution); with the defaults the net has about 60k parameters.
+  """
+  channels: Sequence[int] = (64, 128, 128, 256, 256)
+  strides: Sequence[int] = (1, 2, 1, 2, 1)
+  stem_channels: int = 32
+  num_outputs: int = 10
+  batch_norm: bool = True
+  dropout: float = 0.0
+
+  @nn.compact
+  def __call__(self, x, *, train: bool = False):
+    if len(self.channels) != len(self.strides):
+      raise ValueError(f'channels {self.channels} and strides {self.strides} '
+                       'must have the same length')
+    x = nn.Conv(self.stem_channels, (3, 3), use_bias=not self.batch_norm)(x)
+    x = nn.relu(_norm(train, self.batch_norm)(x))
+    for width, strides in zip(self.channels, self.strides):
+      x = SeparableBlock(width, strides, self.batch_norm)(x, train=train)
+    x = _expose_features(self, x).mean(axis=(1, 2))
+    if self.dropout:
+      x = nn.Dropout(self.dropout, deterministic=not train)(x)
+    return nn.Dense(self.num_outputs)(x)
+
+
+IMAGE_CLASSIFIERS = ('small_cnn', 'resnet', 'separable')
+
+
+def make_image_classifier(config, num_outputs: int) -> nn.Module:
+  """The image classifier that `config` (lib.config.image_model_config) names."""
+  if config.name == 'small_cnn':
+    return SmallCNN(tuple(config.channels), num_outputs, config.batch_norm,
+                    config.dropout)
+  if config.name == 'resnet':
+    return ResNet(tuple(config.stage_sizes), config.width, num_outputs,
+                  config.stem, config.batch_norm, config.dropout)
+  if config.name == 'separable':
+    return SeparableCNN(tuple(config.channels), tuple(config.strides),
+                        config.stem_channels, num_outputs, config.batch_norm,
+                        config.dropout)
+  raise ConfigError(f'model.name={config.name!r}: choose one of '
+                    f'{IMAGE_CLASSIFIERS}')
+
+
+def num_params(params) -> int:
+  return sum(int(x.size) for x in jax.tree.leaves(params))

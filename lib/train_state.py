@@ -9,6 +9,11 @@ import optax
 from lib import mesh as mesh_lib
 
 
+# Collections a model may declare (flax `perturb`, `sow`) that are inputs or
+# outputs of one call, not state carried between steps.
+_TRANSIENT_COLLECTIONS = ('perturbations', 'intermediates')
+
+
 @flax.struct.dataclass
 class TrainState:
   step: jax.Array
@@ -27,6 +32,8 @@ def create_train_state(model, tx: optax.GradientTransformation, sample_input,
     variables = model.init({'params': init_key, 'dropout': dropout_key},
                            sample_input, train=False)
     params = variables.pop('params')
+    for collection in _TRANSIENT_COLLECTIONS:
+      variables.pop(collection, None)
     return TrainState(step=jax.numpy.zeros((), jax.numpy.int32), params=params,
                       opt_state=tx.init(params), model_state=dict(variables),
                       key=state_key)

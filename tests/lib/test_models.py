@@ -1,12 +1,19 @@
 """Shapes, dtypes and train/eval behaviour of the shared models."""
 
+import functools
+
 import chex
 import jax
 import jax.numpy as jnp
 import numpy as np
+import optax
 import pytest
 
+from lib import config as config_lib
+from lib import errors
+from lib import mesh as mesh_lib
 from lib import models
+from lib import train_state
 
 
 @pytest.mark.parametrize('batch_norm,dropout', [(False, 0.0), (True, 0.5)])
@@ -52,3 +59,72 @@ def test_small_cnn_shapes(shape):
                                       train=True)
   chex.assert_shape(out, (2, 10))
   chex.assert_trees_all_equal_structs(new_state, dict(variables))
+
+
+def _init(model, shape):
+  x = jax.random.uniform(jax.random.key(0), shape)
+  return x, model.init(jax.random.key(1), x)
+
+
+def test_resnet18_has_the_reference_parameter_count():
+  # torchvision's resnet18(num_classes=10) has 11,181,642 parameters.
+  model = models.ResNet((2, 2, 2, 2), 64, num_outputs=10, stem='imagenet')
+  variables = jax.eval_shape(model.init, jax.random.key(0),
+                             jnp.zeros((1, 64, 64, 3)))
+  assert models.num_params(variables['params']) == 11_181_642
+
+
+@pytest.mark.parametrize('name,shape', [('small_cnn', (8, 8, 8, 1)),
+                                        ('resnet', (8, 8, 8, 1)),
+                                        ('resnet', (8, 16, 16, 3)),
+                                        ('separable', (8, 16, 16, 3))])
+def test_image_classifiers_shapes_and_train_state(name, shape):
+  model_config = config_lib.image_model_config(name)
+  model_config.update(channels=(8, 16), strides=(1, 2), stem_channels=8,
+                      stage_sizes=(1, 1), width=8)
+  model = models.make_image_classifier(model_config, num_outputs=7)
+  state = train_state.create_train_state(
+      model, optax.sgd(0.1), jnp.zeros((1, *shape[1:])), jax.random.key(3),
+      mesh_lib.make_mesh())
+  assert set(state.model_state) == {'batch_stats'}  # no perturbations
+  x = jax.random.uniform(jax.random.key(0), shape)
+  apply = jax.jit(functools.partial(models.apply_model, model, train=True))
+  logits, new_state = apply(state.params, state.model_state, x,
+                            key=jax.random.key(2))
+  chex.assert_shape(logits, (shape[0], 7))
+  chex.assert_tree_all_finite(logits)
+  chex.assert_trees_all_equal_structs(new_state, state.model_state)
+
+
+def test_separable_block_has_fewer_weights_than_a_full_conv():
+  x = jnp.zeros((1, 8, 8, 32))
+  separable = models.SeparableBlock(64, batch_norm=False).init(
+      jax.random.key(0), x)
+  assert models.num_params(separable['params']) == (9 * 32 + 32) + (
+      32 * 64 + 64)
+
+
+def test_feature_gradient_through_perturbations():
+  model = models.SmallCNN((4, 6), num_outputs=3, batch_norm=False)
+  x, variables = _init(model, (2, 8, 8, 1))
+  _, captured = model.apply({'params': variables['params']}, x,
+                            mutable=['intermediates'])
+  features = captured['intermediates']['features'][0]
+  chex.assert_shape(features, (2, 2, 2, 6))
+  zeros = jax.tree.map(jnp.zeros_like, variables['perturbations'])
+
+  def class_score(perturbations):
+    logits = model.apply({'params': variables['params'],
+                          'perturbations': perturbations}, x)
+    return logits[:, 0].sum()
+
+  grads = jax.grad(class_score)(zeros)['features']
+  # The head is Dense(mean over space): d logit_0 / d feature = W[:, 0] / 4.
+  kernel = variables['params']['Dense_0']['kernel']
+  chex.assert_trees_all_close(
+      grads, jnp.broadcast_to(kernel[:, 0] / 4, (2, 2, 2, 6)), atol=1e-6)
+
+
+def test_unknown_image_classifier_is_a_config_error():
+  with pytest.raises(errors.ConfigError, match='model.name'):
+    models.make_image_classifier(config_lib.image_model_config('vgg'), 10)
