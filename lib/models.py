@@ -162,7 +162,8 @@ class SeparableCNN(nn.Module):
   """A MobileNet-style net: a full 3x3 stem, then depthwise-separable blocks.
 
   `channels[i]` is block i's width and `strides[i]` its stride (2 halves the
-  resolution); with the defaults the net has about 60k parameters.
+  resolution); `block(channels, strides, batch_norm)` builds a block
+  (SeparableBlock, or a variant such as a low-rank one).
   """
   channels: Sequence[int] = (64, 128, 128, 256, 256)
   strides: Sequence[int] = (1, 2, 1, 2, 1)
@@ -170,6 +171,7 @@ class SeparableCNN(nn.Module):
   num_outputs: int = 10
   batch_norm: bool = True
   dropout: float = 0.0
+  block: Callable[..., nn.Module] = SeparableBlock
 
   @nn.compact
   def __call__(self, x, *, train: bool = False):
@@ -178,8 +180,9 @@ class SeparableCNN(nn.Module):
                        'must have the same length')
     x = nn.Conv(self.stem_channels, (3, 3), use_bias=not self.batch_norm)(x)
     x = nn.relu(_norm(train, self.batch_norm)(x))
-    for width, strides in zip(self.channels, self.strides):
-      x = SeparableBlock(width, strides, self.batch_norm)(x, train=train)
+    for i, (width, strides) in enumerate(zip(self.channels, self.strides)):
+      x = self.block(width, strides, self.batch_norm,
+                     name=f'SeparableBlock_{i}')(x, train=train)
     x = _expose_features(self, x).mean(axis=(1, 2))
     if self.dropout:
       x = nn.Dropout(self.dropout, deterministic=not train)(x)

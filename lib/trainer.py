@@ -53,6 +53,21 @@ def _improved(value: float, best: float | None, mode: str) -> bool:
   return best is None or (value < best if mode == 'min' else value > best)
 
 
+def fetch_means(pending: list, step: int, remedy: str) -> dict[str, float]:
+  """Fetches the train metrics of the steps ending at `step`; their means.
+
+  Raises NonFiniteLossError naming the first step whose loss is NaN or Inf,
+  with `remedy` (where the last good checkpoint is, what to lower) appended.
+  """
+  fetched = jax.device_get(pending)
+  for offset, values in enumerate(fetched):
+    if not math.isfinite(float(values['loss'])):
+      raise NonFiniteLossError(
+          f'loss became {float(values["loss"])} at step '
+          f'{step - len(fetched) + 1 + offset}; {remedy}')
+  return {k: float(np.mean([v[k] for v in fetched])) for k in fetched[0]}
+
+
 def _initial_state(config, experiment: Experiment, tx, mesh):
   return train_state_lib.create_train_state(
       experiment.model, tx, experiment.sample_input,
@@ -125,16 +140,10 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
     if not (step % config.log_every == 0 or evaluating or saving):
       continue
 
-    fetched = jax.device_get(pending)
-    for offset, values in enumerate(fetched):
-      if not math.isfinite(float(values['loss'])):
-        bad_step = step - len(fetched) + 1 + offset
-        raise NonFiniteLossError(
-            f'loss became {float(values["loss"])} at step {bad_step}; stopped '
-            f'without saving, the last good checkpoint in {workdir} is kept '
-            '(lower optimizer.learning_rate or set optimizer.grad_clip_norm)')
-    train_means = {k: float(np.mean([v[k] for v in fetched]))
-                   for k in fetched[0]}
+    train_means = fetch_means(
+        pending, step, f'stopped without saving, the last good checkpoint in '
+        f'{workdir} is kept (lower optimizer.learning_rate or set '
+        'optimizer.grad_clip_norm)')
     pending = []
     progress.update(step, {'loss': train_means['loss']})
     if writer:

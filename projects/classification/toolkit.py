@@ -15,11 +15,13 @@ Each writes WORKDIR/<experiment>/results.md (a Markdown table, also printed)
 and PNGs comparing the variants; each variant's run is in its own folder.
 """
 
+import functools
 import os
 import re
 import shutil
 import sys
 import time
+import types
 
 from absl import app
 from absl import flags
@@ -43,12 +45,18 @@ from projects.classification import train
 
 EXPERIMENTS = ('optimizers', 'batch_size', 'batch_norm', 'critical_point')
 
-_EXPERIMENT = flags.DEFINE_string(
-    'experiment', None, f'One of {", ".join(EXPERIMENTS)}.')
-_WORKDIR = flags.DEFINE_string('workdir', None, 'Output directory.')
-_CONFIG = config_flags.DEFINE_config_file(
-    'config', os.path.join(os.path.dirname(__file__), 'config.py'),
-    'Base config the variants modify (default: the digits config).')
+
+def _define_flags():
+  """The flags, defined when run as a script: modules imported together
+  (by the tests, by launch) define some of the same names."""
+  experiment = flags.DEFINE_string(
+      'experiment', None, f'One of {", ".join(EXPERIMENTS)}.')
+  workdir = flags.DEFINE_string('workdir', None, 'Output directory.')
+  config = config_flags.DEFINE_config_file(
+      'config', os.path.join(os.path.dirname(__file__), 'config.py'),
+      'Base config the variants modify (default: the digits config).')
+  return types.SimpleNamespace(
+      experiment=experiment, workdir=workdir, config=config)
 
 
 def base(config: ml_collections.ConfigDict,
@@ -269,23 +277,23 @@ def run_experiment(name: str, config: ml_collections.ConfigDict,
   return table
 
 
-def main(argv):
+def main(argv, args):
   if len(argv) > 1:
     raise app.UsageError(f'unexpected arguments: {argv[1:]}')
   logging.set_verbosity(logging.WARNING)
-  if not _EXPERIMENT.value or not _WORKDIR.value:
+  if not args.experiment.value or not args.workdir.value:
     print('error: --experiment and --workdir are required; experiments: '
           f'{", ".join(EXPERIMENTS)}', file=sys.stderr)
     sys.exit(2)
   try:
-    table = run_experiment(_EXPERIMENT.value, _CONFIG.value,
-                           os.path.abspath(_WORKDIR.value))
+    table = run_experiment(args.experiment.value, args.config.value,
+                           os.path.abspath(args.workdir.value))
   except UserError as e:
     print(f'error: {e}', file=sys.stderr)
     sys.exit(2)
   print(table)
-  print(f'written to {os.path.join(_WORKDIR.value, _EXPERIMENT.value)}')
+  print(f'written to {os.path.join(args.workdir.value, args.experiment.value)}')
 
 
 if __name__ == '__main__':
-  app.run(main)
+  app.run(functools.partial(main, args=_define_flags()))
