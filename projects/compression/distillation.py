@@ -1,0 +1,52 @@
+"""Knowledge distillation with temperature (Hinton et al. 2015).
+
+loss = alpha T^2 KL(softmax(teacher / T) || softmax(student / T))
+       + (1 - alpha) CE(student, label)
+The T^2 keeps the soft term's gradients on the scale of the hard term's as T
+grows. The teacher is frozen: its logits are computed inside the jitted step
+on the same augmented images the student sees, with its parameters closed
+over as constants (no gradient reaches them).
+"""
+
+from typing import Callable
+
+import jax
+import jax.numpy as jnp
+import optax
+
+from lib import models
+
+
+def distillation_loss(student_logits: jax.Array, teacher_logits: jax.Array,
+                      labels: jax.Array, *, temperature: float,
+                      alpha: float) -> jax.Array:
+  """Per-example loss [B]."""
+  soft_targets = jax.nn.softmax(teacher_logits / temperature)
+  soft = optax.kl_divergence(
+      jax.nn.log_softmax(student_logits / temperature), soft_targets)
+  hard = optax.softmax_cross_entropy_with_integer_labels(student_logits,
+                                                         labels)
+  return alpha * temperature ** 2 * soft + (1 - alpha) * hard
+
+
+def distill_loss_fn(student, teacher_logits_fn: Callable, *,
+                    temperature: float, alpha: float,
+                    augment: Callable | None = None):
+  """loss_fn in lib.steps' contract; `teacher_logits_fn(images)` is the frozen teacher."""
+
+  def loss_fn(params, model_state, batch, key):
+    augment_key, dropout_key = jax.random.split(key)
+    images, labels = batch['image'], batch['label']
+    if augment is not None:
+      images = augment(augment_key, images)
+    logits, model_state = models.apply_model(
+        student, params, model_state, images, train=True, key=dropout_key)
+    teacher_logits = jax.lax.stop_gradient(teacher_logits_fn(images))
+    loss = distillation_loss(logits, teacher_logits, labels,
+                             temperature=temperature, alpha=alpha).mean()
+    metrics = {'accuracy': jnp.mean(jnp.argmax(logits, -1) == labels),
+               'teacher_agreement': jnp.mean(
+                   jnp.argmax(logits, -1) == jnp.argmax(teacher_logits, -1))}
+    return loss, (metrics, model_state)
+
+  return loss_fn

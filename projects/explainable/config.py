@@ -1,0 +1,131 @@
+"""Configs for HW9: explaining a trained image classifier.
+
+Variants (`--config=projects/explainable/config.py:VARIANT`):
+  (none)   scikit-learn's embedded 8x8 digits and a small CNN (offline).
+  quick    the same with fewer samples per method (the tour).
+  mnist    MNIST IDX files from `data.mnist_dir`, the small CNN.
+  cifar10  CIFAR-10 from `data.cifar10_dir` (the JPEG tree, 45k training
+           images), a ResNet with one block per stage.
+  cifar10_small  the 4,000 exact CIFAR-10 images (2700 train / 300 val /
+           1000 test), the same ResNet trained for 500 steps (minutes on 2
+           CPU cores).
+  tfds     any TFDS image classification set by name (`data.tfds_name`).
+
+The classifier's fields are lib.image_classifier's (data, model, augment,
+optimizer, num_steps, ...); it trains in WORKDIR/classifier, and a re-run
+reuses it. `methods` lists what is explained (see projects/explainable/train.py).
+"""
+
+import ml_collections
+
+from lib import config as config_lib
+from lib import image_classifier
+
+VARIANTS = ('quick', 'mnist', 'cifar10', 'cifar10_small', 'tfds')
+METHODS = ('saliency', 'smoothgrad', 'integrated_gradients', 'grad_cam',
+           'occlusion', 'lime', 'filters', 'activation_maximization',
+           'sanity_check')
+
+
+def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
+  config_lib.check_variant('explainable', arg, VARIANTS)
+  config = image_classifier.config('digits', 'small_cnn')
+  config.project = 'explainable'
+  config.augment.crop_padding = 1
+  config.batch_size = 64
+  config.num_steps = 400
+  config.eval_every = 200
+  config.checkpoint_every = 0
+
+  config.methods = METHODS
+  config.num_images = 8  # test images in the figures (one per class first)
+  config.num_metric_images = 128  # test images the metrics average over
+  config.target = 'label'  # the class explained: label | predicted
+  config.chunk = 0  # samples per vectorized call inside a method; 0 = all
+  config.blur_sigma = 1.0  # pixels, for the 'blur' baselines and fills
+  config.smoothgrad = ml_collections.ConfigDict(dict(
+      num_samples=32, noise_level=0.15))  # noise std / (max - min) of x
+  config.integrated_gradients = ml_collections.ConfigDict(dict(
+      steps=64, rule='trapezoid',  # trapezoid | riemann_left|right|middle
+      baseline='zero'))  # zero | mean | blur
+  config.occlusion = ml_collections.ConfigDict(dict(
+      patch=2, stride=1, fill='zero'))  # fill: zero | mean | blur
+  config.lime = ml_collections.ConfigDict(dict(
+      grid=4,  # grid x grid patches are the interpretable features
+      num_samples=512, kernel_width=0.25, ridge=1.0, fill='zero',
+      output='probability'))  # the surrogate fits: probability | logit
+  # Faithfulness: p(target) as the top-ranked pixels are deleted/inserted.
+  config.deletion = ml_collections.ConfigDict(dict(steps=16, fill='zero'))
+  config.filters = ml_collections.ConfigDict(dict(
+      layer='Conv_0',  # a top-level submodule; '' = the last feature map
+      num_channels=16))  # activation maps shown per image
+  config.activation_maximization = ml_collections.ConfigDict(dict(
+      steps=200, learning_rate=0.05, l2=0.5, tv=2.0, jitter=1,
+      num_channels=8))  # last-feature-map channels visualized beside classes
+  config.sanity = ml_collections.ConfigDict(dict(
+      methods=('saliency', 'smoothgrad', 'integrated_gradients', 'grad_cam'),
+      seed=1))  # of the re-initialized weights
+  # The tour: how much of the target's probability the IG ranking deletes
+  # fastest, against deleting pixels in random order.
+  config.tour.metric = 'deletion_auc/integrated_gradients'
+  config.tour.mode = 'min'
+  config.tour.target = 0.2
+  config.tour.baseline = 'deletion_auc/random'
+
+  if arg == 'quick':
+    config.num_steps = 200
+    config.eval_every = 100
+    config.num_metric_images = 64
+    config.smoothgrad.num_samples = 16
+    config.integrated_gradients.steps = 32
+    config.lime.num_samples = 256
+    config.activation_maximization.steps = 100
+  elif arg == 'mnist':
+    config.data.name = 'mnist'
+    config.augment.crop_padding = 2
+    config.batch_size = 128
+    config.num_steps = 600  # about 1.4 epochs: enough for 98-99% here
+    config.eval_every = 200
+    config.checkpoint_every = 200
+    config.optimizer.schedule = 'cosine'
+    config.blur_sigma = 3.0
+    config.occlusion.update(patch=6, stride=2)
+    config.lime.grid = 7
+    config.filters.num_channels = 32
+  elif arg in ('cifar10', 'cifar10_small'):
+    config.data.name = 'cifar10'
+    config.model = config_lib.image_model_config('resnet')
+    config.model.stage_sizes = (1, 1, 1)
+    config.model.width = 16
+    config.augment.update(crop_padding=4, flip=True)
+    config.batch_size = 128
+    config.num_steps = 6000
+    config.eval_every = 1000
+    config.checkpoint_every = 1000
+    config.optimizer.update(name='nesterov', learning_rate=0.1, momentum=0.9,
+                            weight_decay=5e-4, schedule='cosine',
+                            warmup_steps=200)
+    config.blur_sigma = 3.0
+    config.integrated_gradients.baseline = 'blur'
+    config.occlusion.update(patch=6, stride=2, fill='blur')
+    config.lime.update(grid=8, fill='blur')
+    config.deletion.fill = 'blur'
+    config.filters.num_channels = 16
+    config.tour.target = 0.3
+    if arg == 'cifar10_small':
+      config.data.cifar10_source = 'lossless'
+      config.batch_size = 64
+      config.num_steps = 500  # about 12 epochs of 2700
+      config.eval_every = 200
+      config.checkpoint_every = 200
+      config.optimizer.warmup_steps = 50
+  elif arg == 'tfds':
+    config.data.name = 'tfds'
+    config.data.tfds_name = 'fashion_mnist'
+    config.batch_size = 128
+    config.num_steps = 2000
+    config.eval_every = 500
+    config.checkpoint_every = 500
+    config.occlusion.update(patch=6, stride=2)
+    config.lime.grid = 7
+  return config
