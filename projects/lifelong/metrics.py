@@ -1,0 +1,52 @@
+"""The lecture's continual-learning metrics, from the accuracy matrix.
+
+R[i, j] is the accuracy on task j after training on tasks 0..i; b[j] that of
+the randomly initialized model on task j (GEM's paper, Lopez-Paz & Ranzato 2017):
+  ACC = mean_j R[T-1, j]
+  BWT = mean_{j < T-1} (R[T-1, j] - R[j, j])   (negative: forgetting)
+  FWT = mean_{j > 0} (R[j-1, j] - b[j])       (what earlier tasks gave task j)
+"""
+
+import numpy as np
+
+from lib import plots
+
+
+def lifelong_metrics(matrix, random_init) -> dict[str, float]:
+  matrix = np.asarray(matrix, np.float64)
+  random_init = np.asarray(random_init, np.float64)
+  num_tasks = matrix.shape[0]
+  if matrix.shape != (num_tasks, num_tasks) or random_init.shape != (num_tasks,):
+    raise ValueError(f'need a square [T, T] matrix and [T] random-init '
+                     f'accuracies, got {matrix.shape} and {random_init.shape}')
+  last = matrix[-1]
+  diagonal = np.diag(matrix)
+  return {
+      'acc': float(last.mean()),
+      'bwt': float(np.mean(last[:-1] - diagonal[:-1])),
+      'fwt': float(np.mean(np.diag(matrix, 1) - random_init[1:])),
+  }
+
+
+def plot_accuracy_matrix(matrix, path: str, *, title: str = '',
+                         task_names=None):
+  """Heatmap of R[i, j] with each cell's value written in it."""
+  matrix = np.asarray(matrix, np.float64)
+  num_tasks = matrix.shape[0]
+  names = task_names or [str(j) for j in range(num_tasks)]
+  fig, ax = plots.plt.subplots(figsize=(1.1 * num_tasks + 2, 1.0 * num_tasks + 1.2),
+                               dpi=120)
+  image = ax.imshow(matrix, vmin=0.0, vmax=1.0, cmap='viridis')
+  for i in range(num_tasks):
+    for j in range(num_tasks):
+      ax.text(j, i, f'{matrix[i, j]:.2f}', ha='center', va='center',
+              color='black' if matrix[i, j] > 0.6 else 'white', fontsize=9)
+  ax.set_xticks(range(num_tasks), names)
+  ax.set_yticks(range(num_tasks), names)
+  ax.set_xlabel('evaluated on task')
+  ax.set_ylabel('after training task')
+  if title:
+    ax.set_title(title)
+  fig.colorbar(image, ax=ax, fraction=0.046, label='accuracy')
+  fig.tight_layout()
+  plots.save_figure(fig, path)

@@ -1,0 +1,336 @@
+"""HW14: penalties, importances, A-GEM, metrics, task sequences and learning."""
+
+import json
+import os
+import shutil
+
+import chex
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+import tensorflow_datasets as tfds
+
+from lib import errors
+from lib import mesh as mesh_lib
+from lib import models
+from projects.lifelong import config as config_lib
+from projects.lifelong import methods
+from projects.lifelong import metrics
+from projects.lifelong import tasks
+from projects.lifelong import train
+
+MNIST_DIR = os.path.join(os.path.dirname(__file__), '..', '..', '..', 'shared',
+                         'data', 'mnist')
+
+
+def _tiny_problem(batch_size=8, seed=0):
+  rng = np.random.default_rng(seed)
+  model = models.MLP((5,), num_outputs=10, activation=jnp.tanh)
+  batch = {'input': rng.normal(size=(batch_size, 6)).astype(np.float32),
+           'label': rng.integers(0, 10, batch_size).astype(np.int32),
+           'class_mask': np.ones((batch_size, 10), np.float32),
+           'mask': np.ones(batch_size, np.float32)}
+  batch['mask'][-1] = 0.0  # a padding example, which must count for nothing
+  params = model.init(jax.random.key(seed), batch['input'][:1])['params']
+  apply_fn = lambda p, x: model.apply({'params': p}, x)
+  return apply_fn, params, batch
+
+
+def test_ewc_penalty_is_zero_at_the_anchor_and_quadratic_around_it():
+  apply_fn, anchor, batch = _tiny_problem()
+  fisher = jax.jit(methods.fisher_diagonal, static_argnums=0)(
+      apply_fn, anchor, batch)
+  direction = jax.tree.map(
+      lambda x: jax.random.normal(jax.random.key(1), x.shape), anchor)
+
+  @jax.jit
+  def penalty_along(t):  # penalty at anchor + t * direction
+    moved = jax.tree.map(lambda a, d: a + t * d, anchor, direction)
+    return methods.quadratic_penalty(moved, anchor, fisher)
+
+  assert float(penalty_along(0.0)) == 0.0
+  unit = float(penalty_along(1.0))
+  assert unit > 0
+  for t in (0.5, 2.0, -3.0):
+    np.testing.assert_allclose(penalty_along(t), t ** 2 * unit, rtol=1e-5)
+
+
+@pytest.mark.parametrize('sampled', [False, True])
+def test_fisher_from_vmap_grad_equals_a_per_example_loop(sampled):
+  apply_fn, params, batch = _tiny_problem()
+  key = jax.random.key(3) if sampled else None
+  fisher = jax.jit(methods.fisher_diagonal, static_argnums=0)(
+      apply_fn, params, batch, key)
+  labels = batch['label']
+  if sampled:  # the same labels the estimator draws from the model
+    labels = jax.random.categorical(key, apply_fn(params, batch['input']))
+  example_grad = jax.jit(jax.grad(
+      lambda p, x, y: jax.nn.log_softmax(apply_fn(p, x[None])[0])[y]))
+  expected = jax.tree.map(np.zeros_like, params)
+  for x, y, weight in zip(batch['input'], labels, batch['mask']):
+    grad = example_grad(params, x, y)
+    expected = jax.tree.map(lambda e, g, w=weight: e + w * np.square(g),
+                            expected, grad)
+  chex.assert_trees_all_close(fisher, expected, rtol=1e-5, atol=1e-7)
+
+
+def test_mas_and_scp_importances_match_their_definitions():
+  apply_fn, params, batch = _tiny_problem()
+  mas = jax.jit(methods.mas_importance, static_argnums=0)(
+      apply_fn, params, batch)
+  example_grad = jax.jit(jax.grad(
+      lambda p, x: jnp.sum(apply_fn(p, x[None]) ** 2)))
+  expected = jax.tree.map(np.zeros_like, params)
+  for x, weight in zip(batch['input'], batch['mask']):
+    expected = jax.tree.map(lambda e, g, w=weight: e + w * np.abs(g),
+                            expected, example_grad(params, x))
+  chex.assert_trees_all_close(mas, expected, rtol=1e-5, atol=1e-7)
+
+  key = jax.random.key(5)
+  scp = jax.jit(methods.scp_importance, static_argnums=(0, 4))(
+      apply_fn, params, batch, key, 16)
+  real = batch['mask'] > 0
+  directions = jax.random.normal(key, (16, 10))
+  directions /= jnp.linalg.norm(directions, axis=-1, keepdims=True)
+  projection_grad = jax.jit(jax.grad(lambda p, xi: jnp.dot(jax.nn.softmax(
+      apply_fn(p, batch['input'][real])).mean(0), xi)))
+  sums = jax.tree.map(np.zeros_like, params)
+  for xi in directions:
+    sums = jax.tree.map(lambda s, g: s + np.square(g), sums,
+                        projection_grad(params, xi))
+  expected = jax.tree.map(lambda s: real.sum() * s / 16, sums)
+  chex.assert_trees_all_close(scp, expected, rtol=1e-4, atol=1e-9)
+
+
+def test_si_importance_formula():
+  path = {'w': jnp.array([2.0, -1.0, 0.5])}
+  start = {'w': jnp.array([0.0, 0.0, 1.0])}
+  end = {'w': jnp.array([1.0, 3.0, 1.0])}
+  omega = methods.si_importance(path, start, end, damping=0.1)
+  # Negative path credit counts as zero; no movement divides by the damping.
+  np.testing.assert_allclose(omega['w'], [2.0 / 1.1, 0.0, 0.5 / 0.1],
+                             rtol=1e-6)
+
+
+def test_agem_projection():
+  rng = np.random.default_rng(0)
+  for _ in range(20):
+    grads = {'a': jnp.asarray(rng.normal(size=(3, 4))),
+             'b': jnp.asarray(rng.normal(size=5))}
+    memory = {'a': jnp.asarray(rng.normal(size=(3, 4))),
+              'b': jnp.asarray(rng.normal(size=5))}
+    projected = methods.agem_project(grads, memory)
+    dot = float(methods.tree_vdot(grads, memory))
+    if dot >= 0:
+      chex.assert_trees_all_close(projected, grads)
+    else:  # the conflicting component removed, nothing more
+      assert abs(float(methods.tree_vdot(projected, memory))) < 1e-5
+      residual = jax.tree.map(jnp.subtract, grads, projected)
+      cosine = float(methods.tree_vdot(residual, memory)) / np.sqrt(
+          float(methods.tree_vdot(residual, residual))
+          * float(methods.tree_vdot(memory, memory)))
+      np.testing.assert_allclose(abs(cosine), 1.0, rtol=1e-5)
+  memory = {'a': jnp.ones(3), 'b': jnp.zeros(2)}
+  conflict = {'a': -jnp.ones(3), 'b': jnp.ones(2)}
+  assert float(methods.tree_vdot(methods.agem_project(conflict, memory),
+                                 memory)) >= -1e-6
+
+
+def test_lifelong_metrics_match_a_hand_computed_matrix():
+  matrix = [[0.9, 0.2, 0.1],
+            [0.6, 0.8, 0.3],
+            [0.5, 0.7, 0.95]]
+  random_init = [0.1, 0.15, 0.05]
+  result = metrics.lifelong_metrics(matrix, random_init)
+  np.testing.assert_allclose(result['acc'], (0.5 + 0.7 + 0.95) / 3)
+  np.testing.assert_allclose(result['bwt'], ((0.5 - 0.9) + (0.7 - 0.8)) / 2)
+  np.testing.assert_allclose(result['fwt'], ((0.2 - 0.15) + (0.3 - 0.05)) / 2)
+  with pytest.raises(ValueError, match='square'):
+    metrics.lifelong_metrics([[0.1, 0.2]], [0.1])
+
+
+def test_rotation_matches_rot90_and_keeps_zero_angle():
+  images = np.random.default_rng(0).random((3, 7, 7)).astype(np.float32)
+  np.testing.assert_array_equal(tasks.rotate_images(images, 0), images)
+  np.testing.assert_allclose(tasks.rotate_images(images, 90),
+                             np.rot90(images, 1, axes=(1, 2)), atol=1e-5)
+  np.testing.assert_allclose(tasks.rotate_images(images, 180),
+                             images[:, ::-1, ::-1], atol=1e-5)
+
+
+@pytest.mark.parametrize('kind', tasks.KINDS)
+def test_task_sequences_on_digits(kind):
+  config = config_lib.get_config()
+  config.tasks.kind = kind
+  train_tasks, test_tasks = tasks.make_tasks(config)
+  assert len(train_tasks) == len(test_tasks) == 5
+  for t, task in enumerate(train_tasks):
+    n = len(task['label'])
+    chex.assert_shape([task['input'], task['class_mask']], [(n, 64), (n, 10)])
+    assert task['input'].dtype == np.float32 and task['label'].dtype == np.int32
+    allowed = task['class_mask'][np.arange(n), task['label']]
+    np.testing.assert_array_equal(allowed, 1.0)  # every label is in its head
+    if kind == 'split':
+      assert set(np.unique(task['label'])) == {2 * t, 2 * t + 1}
+      np.testing.assert_array_equal(task['class_mask'].sum(1), 2.0)
+    elif kind == 'permuted':  # the same pixels, reordered
+      np.testing.assert_array_equal(np.sort(task['input'], 1),
+                                    np.sort(train_tasks[0]['input'], 1))
+  if kind != 'split':
+    assert not np.allclose(train_tasks[1]['input'], train_tasks[0]['input'])
+
+
+def test_tfds_source_builds_tasks():
+  config = config_lib.get_config()
+  config.tasks.source = 'tfds'
+  config.tasks.kind = 'permuted'
+  config.tasks.num_tasks = 2
+  with tfds.testing.mock_data(num_examples=24,
+                              policy=tfds.testing.MockPolicy.USE_CODE):
+    train_tasks, test_tasks = tasks.make_tasks(config)
+  chex.assert_shape(train_tasks[1]['input'], (24, 784))
+  assert 0.0 <= train_tasks[0]['input'].min() <= train_tasks[0]['input'].max() <= 1.0
+  assert len(test_tasks[0]['label']) == 24
+
+
+@pytest.mark.skipif(not os.path.isdir(MNIST_DIR), reason='no MNIST in ../shared/data')
+def test_rotated_mnist_tasks():
+  config = config_lib.get_config('rotated_mnist')
+  config.tasks.mnist_dir = MNIST_DIR
+  config.tasks.train_per_task = 500
+  config.tasks.test_per_task = 200
+  train_tasks, test_tasks = tasks.make_tasks(config)
+  chex.assert_shape([train_tasks[4]['input'], test_tasks[4]['input']],
+                    [(500, 784), (200, 784)])
+  np.testing.assert_array_equal(train_tasks[0]['label'], train_tasks[4]['label'])
+  # Rotation moves ink but keeps most of it (bilinear blurs a little).
+  ink = [t['input'].sum() for t in train_tasks]
+  np.testing.assert_allclose(ink, ink[0], rtol=0.1)
+
+
+def test_bad_configs_fail_clearly(tmp_path):
+  with pytest.raises(errors.ConfigError, match='unknown lifelong'):
+    config_lib.get_config('nope')
+  for field, value, match in [
+      ('method', 'nope', 'config.method'),
+      ('tasks.kind', 'nope', 'tasks.kind'),
+      ('tasks.source', 'nope', 'tasks.source'),
+      ('tasks.num_tasks', 3, 'divisor'),
+      ('ewc.strength', -1.0, 'ewc.strength'),
+      ('ewc.fisher', 'nope', 'ewc.fisher'),
+      ('steps_per_task', 0, 'steps_per_task'),
+  ]:
+    config = config_lib.get_config()
+    if field == 'tasks.num_tasks':
+      config.tasks.kind = 'split'
+    if field == 'ewc.strength':
+      config.method = 'ewc'
+    parent, _, name = field.rpartition('.')
+    (config[parent] if parent else config)[name] = value
+    with pytest.raises(errors.ConfigError, match=match):
+      train.train_and_evaluate(config, str(tmp_path / 'run'))
+  config = config_lib.get_config('rotated_mnist')
+  config.tasks.mnist_dir = str(tmp_path / 'absent')
+  with pytest.raises(errors.DataError, match='missing MNIST'):
+    train.train_and_evaluate(config, str(tmp_path / 'run'))
+  assert not os.path.exists(tmp_path / 'run' / 'checkpoints')
+
+
+RESUMED = ('rwalk',)  # the most state: anchor, importance and three running sums
+
+
+def _small_config(method):
+  config = config_lib.get_config('quick')
+  config.method = method
+  config.tasks.num_tasks = 2
+  config.steps_per_task = 80
+  config.model.features = (64,)
+  config.importance_examples = 256
+  config.scp.num_projections = 16
+  # Milder than the defaults (tuned for 5 tasks), so this small MLP learns both.
+  config.ewc.strength, config.mas.strength, config.si.strength = 300.0, 10.0, 10.0
+  config.rwalk.strength, config.scp.strength = 10.0, 1e4
+  if method in RESUMED:  # mid-task checkpoints too
+    config.checkpoint_every = 50
+    config.keep_checkpoints = 3
+  config.log_every = 40
+  config.plots = False
+  return config
+
+
+@pytest.fixture(scope='module')
+def runs(tmp_path_factory):
+  """Every method trained on two permuted-digit tasks (8 fake devices)."""
+  results = {}
+  for method in methods.METHODS:
+    workdir = str(tmp_path_factory.mktemp(method))
+    results[method] = (workdir, train.train_and_evaluate(_small_config(method),
+                                                         workdir))
+  return results
+
+
+@pytest.mark.parametrize('method', methods.METHODS)
+def test_each_method_learns_its_tasks(runs, method):
+  workdir, result = runs[method]
+  with open(os.path.join(workdir, 'accuracy_matrix.json')) as f:
+    record = json.load(f)
+  matrix, random_init = np.asarray(record['matrix']), record['random_init']
+  chex.assert_shape(matrix, (2, 2))
+  assert max(random_init) < 0.3  # chance is 0.1
+  # Chance is 0.1; the penalties trade some of the second task for the first.
+  assert matrix[0, 0] > 0.8 and matrix[1, 1] > 0.3, matrix
+  expected = metrics.lifelong_metrics(matrix, random_init)
+  for name in ('acc', 'bwt', 'fwt'):
+    np.testing.assert_allclose(result.metrics[name], expected[name])
+  assert result.metrics['step'] == 160
+  chex.assert_tree_all_finite(result.state.train.params)
+
+
+def test_methods_forget_less_than_finetuning(runs):
+  after = {m: json.load(open(os.path.join(w, 'accuracy_matrix.json')))[
+      'matrix'][1][0] for m, (w, _) in runs.items()}
+  # Permuted pixels share nothing, so plain fine-tuning loses much of task 0.
+  assert after['finetune'] < 0.7, after
+  for method in ('multitask', 'ewc', 'agem'):
+    assert after[method] > after['finetune'] + 0.1, after
+
+
+@pytest.mark.parametrize('method', RESUMED)
+def test_resume_mid_task_ends_like_an_uninterrupted_run(runs, method,
+                                                        tmp_path):
+  workdir, result = runs[method]
+  resumed_dir = str(tmp_path / 'resumed')
+  shutil.copytree(workdir, resumed_dir)
+  checkpoints = os.path.join(resumed_dir, 'checkpoints')
+  assert sorted(int(s) for s in os.listdir(checkpoints) if s.isdigit()) == [
+      100, 150, 160]
+  shutil.rmtree(os.path.join(checkpoints, '160'))  # as if killed at step 155
+  resumed = train.train_and_evaluate(_small_config(method), resumed_dir)
+  without_key = lambda s: s.replace(train=s.train.replace(key=None))
+  chex.assert_trees_all_close(without_key(resumed.state),
+                              without_key(result.state), atol=1e-6)
+  for name in ('acc', 'bwt', 'fwt'):
+    np.testing.assert_allclose(resumed.metrics[name], result.metrics[name])
+
+
+def test_sharded_step_equals_one_device():
+  config = _small_config('agem')  # A-GEM: two sharded batches, one projection
+  train_tasks, test_tasks = tasks.make_tasks(config)
+  batch = {k: v[:64] for k, v in train_tasks[0].items()}
+  memory = {k: v[64:128] for k, v in train_tasks[0].items()}
+  memory['weight'] = np.ones(64, np.float32)
+  outputs = []
+  for devices in (1, 8):
+    mesh = mesh_lib.make_mesh(devices)
+    run = train.LifelongRun(config, train_tasks, test_tasks, mesh)
+    state = run.initial_state()
+    state = state.replace(importance=jax.tree.map(
+        lambda x: jnp.full_like(x, 0.01), state.importance))
+    for _ in range(3):
+      state, step_metrics = run.train_step(
+          state, mesh_lib.shard_batch(batch, mesh),
+          mesh_lib.shard_batch(memory, mesh))
+    outputs.append(jax.device_get((state.replace(train=state.train.replace(
+        key=None)), step_metrics)))
+  chex.assert_trees_all_close(outputs[0], outputs[1], rtol=1e-4, atol=1e-6)
