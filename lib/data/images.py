@@ -22,6 +22,7 @@ import ml_collections
 import numpy as np
 
 from lib import errors
+from lib.data import batches
 from lib.data import embedded
 from lib.data import mnist_files
 from lib.data import splits
@@ -142,9 +143,38 @@ def _load_tfds(data: ml_collections.ConfigDict):
                        ('test', data.max_test_examples)):
     source = tfds_source.load_tfds(data.tfds_name, split,
                                    data.tfds_data_dir or None)
-    arrays = tfds_source.to_arrays(source, ('image', 'label'), limit or None)
-    loaded.append(arrays)
+    loaded.append(_tfds_images(source, limit, data.image_size,
+                               f'{data.tfds_name}:{split}'))
   return tuple(loaded)
+
+
+def _tfds_images(source, limit: int, image_size: int, name: str) -> dict:
+  """Images and labels of a TFDS source, each image resized to `image_size`.
+
+  Resizing per example (uint8, bilinear) lets data sets whose images differ
+  in size (food101, ...) stack into one array.
+  """
+  from PIL import Image  # matplotlib's dependency
+  size = batches.num_examples(source)
+  size = min(size, limit) if limit else size
+  images, labels = [], []
+  for index in range(size):
+    example = source[index]
+    image = np.asarray(example['image'])
+    if image_size and image.shape[:2] != (image_size, image_size):
+      pil = Image.fromarray(image[..., 0] if image.shape[-1] == 1 else image)
+      image = np.asarray(pil.resize((image_size, image_size),
+                                    Image.Resampling.BILINEAR))
+      image = image.reshape(image_size, image_size, -1)
+    images.append(image)
+    labels.append(example['label'])
+  shapes = sorted({x.shape for x in images})
+  if len(shapes) > 1:
+    raise errors.DataError(
+        f'{name}: images have different shapes ({shapes[0]}, {shapes[-1]}, '
+        '...); set data.image_size to resize each one, e.g. '
+        '--config.data.image_size=64')
+  return {'image': np.stack(images), 'label': np.asarray(labels)}
 
 
 def _limit(source: dict, limit: int, seed: int) -> dict:

@@ -71,7 +71,7 @@ class FeatureExtractor(nn.Module):
       x = nn.Conv(width, (5, 5), use_bias=not self.batch_norm)(x)
       if self.batch_norm:
         x = nn.BatchNorm(use_running_average=not train, momentum=0.9)(x)
-      x = nn.max_pool(nn.relu(x), (2, 2), strides=(2, 2))
+      x = models.max_pool2x2(nn.relu(x))
     return x.reshape((x.shape[0], -1))
 
 

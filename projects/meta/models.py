@@ -13,6 +13,8 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from lib import models as lib_models
+
 CONV_IMPLS = ('im2col', 'xla')
 DOWNSAMPLES = ('max_pool', 'stride')
 
@@ -40,17 +42,6 @@ def im2col_conv3x3(x: jax.Array, kernel: jax.Array, stride: int) -> jax.Array:
                     (1, stride, stride, 1))
       for i in range(3) for j in range(3)], axis=-1)
   return patches @ kernel.reshape(9 * channels, -1)
-
-
-def max_pool2x2(x: jax.Array) -> jax.Array:
-  """2x2 max pooling, stride 2, odd edges dropped (as PyTorch's MaxPool2d(2)).
-
-  Written as a reshape and a max, whose derivatives of every order are cheap
-  elementwise selects (reduce_window's second derivative is not).
-  """
-  n, h, w, c = x.shape
-  x = x[:, :h // 2 * 2, :w // 2 * 2]
-  return x.reshape(n, h // 2, 2, w // 2, 2, c).max(axis=(2, 4))
 
 
 class BatchStatNorm(nn.Module):
@@ -86,7 +77,7 @@ class ConvBlock(nn.Module):
           x, kernel, (stride, stride), 'SAME',
           dimension_numbers=('NHWC', 'HWIO', 'NHWC'))
     x = nn.relu(BatchStatNorm()(x + bias))
-    return max_pool2x2(x) if self.downsample == 'max_pool' else x
+    return lib_models.max_pool2x2(x) if self.downsample == 'max_pool' else x
 
 
 class ConvBody(nn.Module):

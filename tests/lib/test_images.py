@@ -105,6 +105,20 @@ def test_tfds_by_name():
   assert data.train['image'].max() <= 1.0
 
 
+def test_tfds_images_of_different_sizes_are_resized_or_refused():
+  rng = np.random.default_rng(0)
+  examples = [{'image': rng.integers(0, 256, (h, w, 3), dtype=np.uint8),
+               'label': i % 3}
+              for i, (h, w) in enumerate([(40, 30), (24, 24), (50, 60)] * 4)]
+  with tfds.testing.mock_data(as_data_source_fn=lambda *a, **k: examples):
+    data = images.load_images(images.config(
+        'tfds', tfds_name='food101', image_size=16, val_fraction=0.25))
+    chex.assert_shape(data.train['image'], (9, 16, 16, 3))
+    assert data.num_classes == 3
+    with pytest.raises(errors.DataError, match='data.image_size'):
+      images.load_images(images.config('tfds', tfds_name='food101'))
+
+
 @pytest.mark.skipif(not (CIFAR10_DIR / 'cifar10_convnetjs_lossless_4000.npz')
                     .exists(), reason='../shared/data/cifar10 is not here')
 def test_real_cifar10_lossless():

@@ -112,7 +112,7 @@ def test_inner_loop_lowers_support_loss_on_omniglot_like_episodes():
 
 @pytest.mark.parametrize('stride', [1, 2])
 @pytest.mark.parametrize('size', [28, 7])
-def test_im2col_conv_and_max_pool_match_xla(stride, size):
+def test_im2col_conv_matches_xla(stride, size):
   rng = np.random.default_rng(0)
   x = jnp.asarray(rng.normal(size=(2, size, size, 3)), jnp.float32)
   kernel = jnp.asarray(rng.normal(size=(3, 3, 3, 5)), jnp.float32)
@@ -121,9 +121,6 @@ def test_im2col_conv_and_max_pool_match_xla(stride, size):
       dimension_numbers=('NHWC', 'HWIO', 'NHWC'))
   chex.assert_trees_all_close(models.im2col_conv3x3(x, kernel, stride),
                               expected, rtol=1e-4, atol=1e-4)
-  pooled = jax.lax.reduce_window(x, -jnp.inf, jax.lax.max, (1, 2, 2, 1),
-                                 (1, 2, 2, 1), 'VALID')
-  chex.assert_trees_all_close(models.max_pool2x2(x), pooled)
 
 
 def _meta_train(meta, num_steps=300, num_tasks=8, seed=0, meta_lr=1e-2):
