@@ -5,6 +5,7 @@ from typing import Callable, Sequence
 import flax.linen as nn
 import jax
 
+from lib import conv
 from lib.errors import ConfigError
 
 
@@ -54,7 +55,7 @@ class SmallCNN(nn.Module):
   @nn.compact
   def __call__(self, x, *, train: bool = False):
     for width in self.channels:
-      x = nn.Conv(width, (3, 3), use_bias=not self.batch_norm)(x)
+      x = conv.Conv(width, (3, 3), use_bias=not self.batch_norm)(x)
       if self.batch_norm:
         x = nn.BatchNorm(use_running_average=not train, momentum=0.9)(x)
       x = nn.relu(x)
@@ -105,13 +106,13 @@ class ResidualBlock(nn.Module):
   @nn.compact
   def __call__(self, x, *, train: bool = False):
     shortcut = x
-    y = nn.Conv(self.channels, (3, 3), self.strides, use_bias=False)(x)
+    y = conv.Conv(self.channels, (3, 3), self.strides, use_bias=False)(x)
     y = nn.relu(_norm(train, self.batch_norm)(y))
-    y = nn.Conv(self.channels, (3, 3), use_bias=False)(y)
+    y = conv.Conv(self.channels, (3, 3), use_bias=False)(y)
     # A zero-initialized last scale makes each block start as the identity.
     y = _norm(train, self.batch_norm, scale_init=nn.initializers.zeros)(y)
     if shortcut.shape != y.shape:
-      shortcut = nn.Conv(self.channels, (1, 1), self.strides,
+      shortcut = conv.Conv(self.channels, (1, 1), self.strides,
                          use_bias=False)(x)
       shortcut = _norm(train, self.batch_norm)(shortcut)
     return nn.relu(y + shortcut)
@@ -134,9 +135,9 @@ class ResNet(nn.Module):
   @nn.compact
   def __call__(self, x, *, train: bool = False):
     if self.stem == 'imagenet':
-      x = nn.Conv(self.width, (7, 7), 2, use_bias=False)(x)
+      x = conv.Conv(self.width, (7, 7), 2, use_bias=False)(x)
     elif self.stem == 'cifar':
-      x = nn.Conv(self.width, (3, 3), use_bias=False)(x)
+      x = conv.Conv(self.width, (3, 3), use_bias=False)(x)
     else:
       raise ValueError(f"stem={self.stem!r}: choose 'cifar' or 'imagenet'")
     x = nn.relu(_norm(train, self.batch_norm)(x))
@@ -164,10 +165,10 @@ class SeparableBlock(nn.Module):
 
   @nn.compact
   def __call__(self, x, *, train: bool = False):
-    x = nn.Conv(x.shape[-1], (3, 3), self.strides,
+    x = conv.Conv(x.shape[-1], (3, 3), self.strides,
                 feature_group_count=x.shape[-1], use_bias=not self.batch_norm)(x)
     x = nn.relu(_norm(train, self.batch_norm)(x))
-    x = nn.Conv(self.channels, (1, 1), use_bias=not self.batch_norm)(x)
+    x = conv.Conv(self.channels, (1, 1), use_bias=not self.batch_norm)(x)
     return nn.relu(_norm(train, self.batch_norm)(x))
 
 
@@ -191,7 +192,7 @@ class SeparableCNN(nn.Module):
     if len(self.channels) != len(self.strides):
       raise ValueError(f'channels {self.channels} and strides {self.strides} '
                        'must have the same length')
-    x = nn.Conv(self.stem_channels, (3, 3), use_bias=not self.batch_norm)(x)
+    x = conv.Conv(self.stem_channels, (3, 3), use_bias=not self.batch_norm)(x)
     x = nn.relu(_norm(train, self.batch_norm)(x))
     for i, (width, strides) in enumerate(zip(self.channels, self.strides)):
       x = self.block(width, strides, self.batch_norm,

@@ -2,13 +2,10 @@
 
 Every attack takes `logits_fn(images) -> logits` (one model, or `ensemble` of
 several), images in [0, 1] and integer labels, and returns adversarial images
-with |x_adv - x| <= epsilon everywhere and x_adv in [0, 1]. One `jax.jit` of
-an attack runs every step over the whole batch on the device; up to
-`UNROLL_MAX_STEPS` steps are unrolled rather than looped, because XLA's CPU
-backend canonicalizes convolutions for its fast (Eigen) kernels only outside
-loops (`ConvCanonicalization` visits the entry computation alone), so a
-convolution's gradient inside a `while` body runs as a naive loop nest, about
-2.7x slower per step here.
+with |x_adv - x| <= epsilon everywhere and x_adv in [0, 1]. The attack loop is
+a `lax.fori_loop`, so one `jax.jit` of an attack runs every step over the
+whole batch on the device (on a CPU, fast only with convolutions from
+`lib.conv`, as `lib.models` uses: see its docstring).
 
   fgsm          one signed-gradient step of size epsilon (Goodfellow et al. 2015)
   ifgsm         `num_steps` signed steps of `step_size`, projected (Kurakin et al.)
@@ -31,7 +28,6 @@ import optax
 from lib.errors import ConfigError
 
 ATTACKS = ('fgsm', 'ifgsm', 'pgd', 'mifgsm', 'dim_mifgsm')
-UNROLL_MAX_STEPS = 64  # compiles in about 3 s for a small CNN on a CPU
 LogitsFn = Callable[[jax.Array], jax.Array]
 
 
@@ -128,8 +124,7 @@ def iterative_attack(logits_fn: LogitsFn, images: jax.Array,
     return adversarial, velocity
 
   adversarial, _ = jax.lax.fori_loop(
-      0, num_steps, step, (adversarial, jnp.zeros_like(images)),
-      unroll=num_steps <= UNROLL_MAX_STEPS)
+      0, num_steps, step, (adversarial, jnp.zeros_like(images)))
   return adversarial
 
 

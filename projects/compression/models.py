@@ -14,6 +14,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from lib import conv
 from lib import models
 
 
@@ -48,7 +49,7 @@ class LowRankSeparableBlock(nn.Module):
 
   @nn.compact
   def __call__(self, x, *, train: bool = False):
-    x = nn.Conv(x.shape[-1], (3, 3), self.strides,
+    x = conv.Conv(x.shape[-1], (3, 3), self.strides,
                 feature_group_count=x.shape[-1],
                 use_bias=not self.batch_norm)(x)
     x = nn.relu(_norm(train, self.batch_norm)(x))
@@ -81,7 +82,7 @@ class EarlyExitCNN(nn.Module):
   def __call__(self, x, *, train: bool = False,
                num_heads: int | None = None) -> tuple[jax.Array, ...]:
     num_heads = num_heads or len(self.exits) + 1
-    x = nn.Conv(self.stem_channels, (3, 3), use_bias=not self.batch_norm)(x)
+    x = conv.Conv(self.stem_channels, (3, 3), use_bias=not self.batch_norm)(x)
     x = nn.relu(_norm(train, self.batch_norm)(x))
     logits = []
     for i, (width, strides) in enumerate(zip(self.channels, self.strides)):

@@ -14,6 +14,7 @@ import jax.numpy as jnp
 import optax
 
 from lib import mesh as mesh_lib
+from lib import conv
 from lib import models
 from lib.train_state import TrainState
 
@@ -68,7 +69,7 @@ class FeatureExtractor(nn.Module):
   @nn.compact
   def __call__(self, x, *, train: bool = False):
     for width in self.channels:
-      x = nn.Conv(width, (5, 5), use_bias=not self.batch_norm)(x)
+      x = conv.Conv(width, (5, 5), use_bias=not self.batch_norm)(x)
       if self.batch_norm:
         x = nn.BatchNorm(use_running_average=not train, momentum=0.9)(x)
       x = models.max_pool2x2(nn.relu(x))

@@ -13,6 +13,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from lib import conv as lib_conv
 from lib import models as lib_models
 
 CONV_IMPLS = ('im2col', 'xla')
@@ -73,7 +74,7 @@ class ConvBlock(nn.Module):
     if self.conv_impl == 'im2col':
       x = im2col_conv3x3(x, kernel, stride)
     else:
-      x = jax.lax.conv_general_dilated(
+      x = lib_conv.conv_general_dilated(
           x, kernel, (stride, stride), 'SAME',
           dimension_numbers=('NHWC', 'HWIO', 'NHWC'))
     x = nn.relu(BatchStatNorm()(x + bias))

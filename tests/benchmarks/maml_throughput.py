@@ -14,8 +14,8 @@ and an Adam (1e-3) update.
 JAX variants, each a bare `jax.jit` of projects.meta's `MetaLearner`
 meta-gradient and an optax Adam step, params donated, batches pre-placed:
   jax/<conv>/<tasks>  conv = im2col (9 shifted slices and one matmul, the
-                      project's default) or xla (lax.conv_general_dilated);
-                      tasks = vmap or map (lax.map over tasks).
+                      project's default) or xla (XLA's convolution via
+                      lib.conv); tasks = vmap or map (lax.map over tasks).
 PyTorch: a Python loop over tasks with torch.autograd.grad(create_graph=True),
 functional layers (F.conv2d, F.batch_norm with batch statistics, F.max_pool2d),
 torch.optim.Adam; --threads threads.
