@@ -20,9 +20,11 @@ The reported number is the median over --repeats of images/s.
       [--channels=32,64,128] [--steps=10] [--repeats=7] [--threads=N] \
       [--out=results.json]
 
-XLA flags go in the XLA_FLAGS environment variable as usual, e.g.
+XLA flags go in the XLA_FLAGS environment variable as usual. `import lib` adds
+--xla_cpu_experimental_ynn_fusion_type=-individual_convolution (XLA's Eigen
+convolutions rather than YNNPACK's) unless XLA_FLAGS already sets that flag, so
 XLA_FLAGS=--xla_cpu_experimental_ynn_fusion_type=individual_dot,individual_convolution
-(XNNPACK/YNNPACK convolutions instead of XLA's own).
+times jax's own default (YNNPACK convolutions).
 """
 
 import json

@@ -1,5 +1,9 @@
 """lib.conv: the same values and derivatives as lax's convolution, faster HLO in loops."""
 
+import os
+import subprocess
+import sys
+
 import chex
 import jax
 import jax.numpy as jnp
@@ -93,3 +97,28 @@ def test_gradient_convolutions_in_a_loop_body_are_canonical():
   np.testing.assert_allclose(attack(conv.conv_general_dilated)(x),
                              attack(lax.conv_general_dilated)(x), rtol=1e-4,
                              atol=1e-5)
+
+
+def test_importing_lib_keeps_convolutions_off_ynnpack():
+  x, kernel = _inputs((16, 16), (3, 3), in_channels=32, out_channels=64)
+  x = jnp.tile(x, (64, 1, 1, 1))
+  hlo = jax.jit(lambda x, k: conv.conv_general_dilated(
+      x, k, (1, 1), 'SAME', dimension_numbers=NHWC)).lower(
+          x, kernel).compile().as_text()
+  assert ' convolution(' in hlo
+  assert '__ynn_fusion' not in hlo
+
+
+@pytest.mark.parametrize('before, after', [
+    ('', '--xla_cpu_experimental_ynn_fusion_type=-individual_convolution'),
+    ('--xla_dump_to=/tmp/x', '--xla_dump_to=/tmp/x '
+     '--xla_cpu_experimental_ynn_fusion_type=-individual_convolution'),
+    ('--xla_cpu_experimental_ynn_fusion_type=individual_dot',
+     '--xla_cpu_experimental_ynn_fusion_type=individual_dot'),
+])
+def test_lib_sets_its_xla_default_only_where_the_user_has_not(before, after):
+  env = dict(os.environ, XLA_FLAGS=before)
+  flags = subprocess.run(
+      [sys.executable, '-c', 'import os, lib; print(os.environ["XLA_FLAGS"])'],
+      env=env, capture_output=True, text=True, check=True).stdout.strip()
+  assert flags == after

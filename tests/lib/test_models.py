@@ -131,13 +131,13 @@ def test_unknown_image_classifier_is_a_config_error():
     models.make_image_classifier(config_lib.image_model_config('vgg'), 10)
 
 
-@pytest.mark.parametrize('size', [8, 7])
-def test_max_pool2x2_matches_flax_max_pool_and_its_gradient(size):
-  x = jnp.asarray(np.random.default_rng(0).normal(size=(2, size, size, 3)),
+@pytest.mark.parametrize('height, width', [(8, 8), (7, 7), (6, 9)])
+def test_max_pool2x2_matches_flax_max_pool_and_its_gradient(height, width):
+  x = jnp.asarray(np.random.default_rng(0).normal(size=(2, height, width, 3)),
                   jnp.float32)
   flax_pool = lambda x: nn.max_pool(x, (2, 2), strides=(2, 2))
   chex.assert_trees_all_close(models.max_pool2x2(x), flax_pool(x))
-  weights = jnp.arange(3 * (size // 2) ** 2 * 2.).reshape(
-      2, size // 2, size // 2, 3)
+  weights = jnp.arange(3 * (height // 2) * (width // 2) * 2.).reshape(
+      2, height // 2, width // 2, 3)
   grad = lambda pool: jax.grad(lambda x: jnp.sum(pool(x) * weights))(x)
   chex.assert_trees_all_close(grad(models.max_pool2x2), grad(flax_pool))
