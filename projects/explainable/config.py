@@ -84,9 +84,9 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     config.data.name = 'mnist'
     config.augment.crop_padding = 2
     config.batch_size = 128
-    config.num_steps = 600  # about 1.4 epochs: enough for 98-99% here
-    config.eval_every = 200
-    config.checkpoint_every = 200
+    config.num_steps = 4000  # 9.5 epochs: 0.95 test accuracy (0.78 at 600)
+    config.eval_every = 1000
+    config.checkpoint_every = 1000
     config.optimizer.schedule = 'cosine'
     config.blur_sigma = 3.0
     config.occlusion.update(patch=6, stride=2)
