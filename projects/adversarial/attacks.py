@@ -5,7 +5,7 @@ several), images in [0, 1] and integer labels, and returns adversarial images
 with |x_adv - x| <= epsilon everywhere and x_adv in [0, 1]. The attack loop is
 a `lax.fori_loop`, so one `jax.jit` of an attack runs every step over the
 whole batch on the device (on a CPU, fast only with convolutions from
-`lib.conv`, as `lib.models` uses: see its docstring).
+`lib.conv`, as `lib.models` uses: see `lib/conv.py`).
 
   fgsm          one signed-gradient step of size epsilon (Goodfellow et al. 2015)
   ifgsm         `num_steps` signed steps of `step_size`, projected (Kurakin et al.)
