@@ -1,57 +1,13 @@
-"""What the entry points share: finding projects, and errors as one line (exit code 2)."""
+"""Finding and running projects: the launcher's own layer, which nothing below imports."""
 
 import importlib
-import logging as std_logging
 import pkgutil
-import sys
-
-from absl import flags
-from absl import logging
-from ml_collections import config_flags
 
 import projects
+from lib import loop
 from lib import trainer
+from lib.cli import fail, load_config, log_our_progress, parse_flags  # noqa: F401
 from lib.errors import ConfigError
-from lib.errors import UserError
-
-
-def log_our_progress():
-  """INFO logs from this codebase; orbax's per-save chatter stays at WARNING."""
-  logging.set_verbosity(logging.INFO)
-  logging.get_absl_logger().addFilter(
-      lambda record: record.levelno >= std_logging.WARNING
-      or '/orbax/' not in record.pathname)
-
-
-def fail(message: str):
-  print(f'error: {message}', file=sys.stderr)
-  sys.exit(2)
-
-
-def parse_flags(argv):
-  """absl's flag parser, reporting bad flags and --config overrides in one line."""
-  try:
-    return flags.FLAGS(argv)
-  except flags.Error as e:
-    fail(str(e))
-  except UserError as e:
-    fail(str(e))
-  except (AttributeError, KeyError) as e:
-    fail(f'a --config.FIELD override names no field of the config: {e}')
-  except (TypeError, ValueError) as e:
-    fail(f'a --config.FIELD override has a value of the wrong type: {e}')
-
-
-def load_config(config_flag: flags.FlagHolder):
-  """The parsed config, or one line saying why its file could not be loaded."""
-  config = config_flag.value
-  try:
-    config.keys()  # a config file that failed to load raises only when used
-  except OSError as e:
-    reason = str(e).strip().splitlines()[-1].strip()
-    path = config_flags.get_config_filename(flags.FLAGS[config_flag.name])
-    fail(f'cannot load --{config_flag.name}={path}: {reason}')
-  return config
 
 
 def available_projects() -> list[str]:
@@ -67,9 +23,10 @@ def load_project(name: str):
   return importlib.import_module(f'projects.{name}.train')
 
 
-def run(config, workdir: str) -> trainer.TrainResult:
+def run(config, workdir: str) -> loop.TrainResult:
+  """Runs a project: its `train_and_evaluate`, or the trainer on its `build`."""
   project = load_project(config.project)
-  if hasattr(project, 'train_and_evaluate'):  # a project with its own loop
+  if hasattr(project, 'train_and_evaluate'):
     return project.train_and_evaluate(config, workdir)
   experiment = project.build(config)  # data errors surface before any write
   return trainer.train_and_evaluate(config, workdir, experiment)

@@ -44,26 +44,49 @@ def _data_to_keys(tree, like):
 
 
 class Checkpointer:
-  """Saves every `every` steps (and on demand), keeps the newest `keep`."""
+  """Saves every `every` steps (and on demand); orbax keeps the newest `keep`.
 
-  def __init__(self, directory: str, *, every: int, keep: int):
-    self.every = every
+  With `best=(metric, mode)` ('min' or 'max'), the checkpoint whose saved
+  metrics hold the best `metric` is kept as well (orbax's BestN policy).
+  """
+
+  def __init__(self, directory: str, *, every: int, keep: int,
+               best: tuple[str, str] | None = None):
+    policies = [ocp.checkpoint_managers.LatestN(keep)]
+    best_fn = best_mode = None
+    if best is not None:
+      name, best_mode = best
+      best_fn = lambda metrics: metrics[name]
+      policies.append(ocp.checkpoint_managers.BestN(
+          get_metric_fn=best_fn, reverse=best_mode == 'min', n=1,
+          keep_checkpoints_without_metrics=False))
     self._manager = ocp.CheckpointManager(
         directory if '://' in str(directory) else os.path.abspath(directory),
         options=ocp.CheckpointManagerOptions(
-            max_to_keep=keep, create=True, enable_async_checkpointing=False))
+            create=True, enable_async_checkpointing=False,
+            best_fn=best_fn, best_mode=best_mode or 'max',
+            save_decision_policy=ocp.checkpoint_managers.FixedIntervalPolicy(
+                every) if every > 0 else
+            ocp.checkpoint_managers.SpecificStepsPolicy(()),
+            preservation_policy=ocp.checkpoint_managers.AnyPreservationPolicy(
+                policies)))
 
   def latest_step(self) -> int | None:
     return self._manager.latest_step()
 
-  def should_save(self, step: int) -> bool:
-    return self.every > 0 and step % self.every == 0
+  def best_step(self) -> int | None:
+    """The saved step with the best metric; the latest one without `best`."""
+    return self._manager.best_step()
 
-  def save(self, step: int, state, metadata: dict[str, Any]):
+  def should_save(self, step: int) -> bool:
+    return self._manager.should_save(step)
+
+  def save(self, step: int, state, metadata: dict[str, Any],
+           metrics: dict[str, float] | None = None):
     metadata = {**metadata, 'step': int(step), 'versions': package_versions()}
     self._manager.save(step, args=ocp.args.Composite(
         state=ocp.args.StandardSave(_keys_to_data(state)),
-        metadata=ocp.args.JsonSave(metadata)), force=True)
+        metadata=ocp.args.JsonSave(metadata)), metrics=metrics, force=True)
     self._manager.wait_until_finished()
 
   def restore(self, target_state, step: int | None = None):

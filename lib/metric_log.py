@@ -72,9 +72,10 @@ class MetricWriter:
 class Progress:
   """A tqdm bar with steps/s on an interactive terminal, nothing otherwise."""
 
-  def __init__(self, total: int, initial: int = 0, desc: str = 'train'):
+  def __init__(self, total: int, initial: int = 0, desc: str = 'train',
+               enabled: bool = True):
     self._bar = None
-    self.interactive = sys.stderr.isatty()
+    self.interactive = enabled and sys.stderr.isatty()
     self._start = time.perf_counter()
     self._initial = initial
     if self.interactive:

@@ -37,3 +37,15 @@ def shard_for_process(source: Source) -> Source:
   """This process's examples: every `process_count`-th from `process_index`."""
   return {k: np.asarray(v)[jax.process_index()::jax.process_count()]
           for k, v in source.items()}
+
+
+def random_subset(source: Source, limit: int, seed: int) -> Source:
+  """`limit` examples drawn without replacement, in their original order.
+
+  `limit` 0, or at least the source's size, keeps the whole source.
+  """
+  size = batches.num_examples(source)
+  if not limit or limit >= size:
+    return source
+  chosen = np.random.default_rng(seed).permutation(size)[:limit]
+  return take(source, np.sort(chosen))
