@@ -13,10 +13,8 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from lib import mesh as mesh_lib
 from lib import conv
 from lib import models
-from lib.train_state import TrainState
 
 SOURCE, TARGET = 0, 1  # domain labels
 
@@ -126,19 +124,22 @@ def domain_loss_and_accuracy(logits, domain):
   return loss, correct.astype(jnp.float32)
 
 
-def make_train_step(model: DANN, tx: optax.GradientTransformation, mesh, *,
-                    num_steps: int, lambda_max: float = 1.0,
-                    gamma: float = 10.0, domain_weight: float = 1.0):
-  """Returns train_step(state, batch) -> (state, metrics), compiled once.
+def make_loss_fn(model: DANN, *, num_steps: int, lambda_max: float = 1.0,
+                 gamma: float = 10.0, domain_weight: float = 1.0):
+  """loss_fn(params, model_state, batch, key, step) for lib.steps.
 
   `batch` holds labelled 'source_image' and 'source_label' and, for DANN,
-  unlabelled 'target_image'; without it the step is plain supervised training
+  unlabelled 'target_image'; without it the loss is plain cross-entropy
   (source-only, fine-tuning, target-only). The features get the domain
   classifier's gradient reversed and scaled by lambda_p, scheduled over the
-  progress p = step / num_steps.
+  progress p = step / num_steps (build the train step with
+  `loss_takes_step=True`).
   """
 
-  def loss_fn(params, model_state, batch, reversal):
+  def loss_fn(params, model_state, batch, key, step):
+    del key  # no dropout
+    reversal = reversal_coefficient(step.astype(jnp.float32) / num_steps,
+                                    lambda_max, gamma)
     class_logits, source_domain, model_state = apply(
         model, params, model_state, batch['source_image'], train=True,
         reversal=reversal)
@@ -158,28 +159,12 @@ def make_train_step(model: DANN, tx: optax.GradientTransformation, mesh, *,
     target_loss, target_correct = domain_loss_and_accuracy(target_domain,
                                                            TARGET)
     domain_loss = 0.5 * (source_loss.mean() + target_loss.mean())
-    metrics.update(domain_loss=domain_loss, domain_accuracy=0.5 * (
-        source_correct.mean() + target_correct.mean()))
+    metrics.update(domain_loss=domain_loss, reversal=reversal,
+                   domain_accuracy=0.5 * (source_correct.mean() +
+                                          target_correct.mean()))
     return class_loss + domain_weight * domain_loss, (metrics, model_state)
 
-  def train_step(state: TrainState, batch):
-    progress = state.step.astype(jnp.float32) / num_steps
-    reversal = reversal_coefficient(progress, lambda_max, gamma)
-    (loss, (metrics, model_state)), grads = jax.value_and_grad(
-        loss_fn, has_aux=True)(state.params, state.model_state, batch,
-                               reversal)
-    updates, opt_state = tx.update(grads, state.opt_state, state.params)
-    params = optax.apply_updates(state.params, updates)
-    metrics = {'loss': loss, **metrics}
-    if 'target_image' in batch:
-      metrics['reversal'] = reversal
-    return state.replace(step=state.step + 1, params=params,
-                         opt_state=opt_state, model_state=model_state), metrics
-
-  replicated = mesh_lib.replicated(mesh)
-  return jax.jit(train_step, donate_argnums=0,
-                 in_shardings=(replicated, mesh_lib.batch_sharding(mesh)),
-                 out_shardings=(replicated, replicated))
+  return loss_fn
 
 
 def make_eval_fn(model: DANN):

@@ -171,10 +171,8 @@ def load_domain(name: str, data: ml_collections.ConfigDict, *,
     raise ConfigError(f'unknown domain {name!r}; choose one of {NAMES}')
   limits = {'train': data.max_train_examples, 'test': data.max_test_examples}
   for split, limit in limits.items():
-    if limit and len(result[split]['label']) > limit:
-      keep = np.random.default_rng(data.split_seed).permutation(
-          len(result[split]['label']))[:limit]
-      result[split] = splits.take(result[split], np.sort(keep))
+    result[split] = splits.random_subset(result[split], limit,
+                                         data.split_seed)
   if name in ('digits_m', 'mnist_m'):
     for offset, split in enumerate(('train', 'test')):
       images = result[split]['image']

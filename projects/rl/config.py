@@ -16,8 +16,9 @@ Variants (`--config=projects/rl/config.py:VARIANT`):
 
 One training step (`num_steps`, `log_every`, ...) is one update: a rollout of
 `env.num_envs` x `env.rollout_length` environment steps and the algorithm's
-gradient steps on it. The jitted loop runs `log_every` updates per call, so
-`eval_every` and `checkpoint_every` must be multiples of it.
+gradient steps on it. A step of the training loop (lib.loop) is one jitted
+call of `log_every` updates, so `eval_every` and `checkpoint_every` must be
+multiples of it (LunarLander's host loop steps one update at a time).
 
 Fields beyond lib.config.base_config():
   algorithm            reinforce | a2c | ppo | bc | gail.
@@ -173,6 +174,7 @@ def _require(ok: bool, message: str):
 
 def validate(config: ml_collections.ConfigDict):
   """Raises ConfigError naming the first field no run could use."""
+  config_lib.validate(config)
   _require(config.algorithm in ALGORITHMS,
            f'config.algorithm={config.algorithm!r}: choose one of {ALGORITHMS}')
   _require(config.env.backend in BACKENDS,

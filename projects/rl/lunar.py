@@ -4,26 +4,28 @@ Box2D runs on the host, so the environments step in a gymnasium vector env
 (`env.num_envs` of them, autoreset in the same step) and each rollout is
 collected step by step with a jitted policy; the update is the same jitted
 `agent.Learner` PPO loss and epochs, on advantages from `returns.gae`, as the
-gymnax runs use. Checkpoints hold the parameters and optimizer state; a
-resumed run starts fresh episodes.
+gymnax runs use. A step of the training loop is one rollout and its update.
+Checkpoints hold the parameters and optimizer state; a resumed run starts
+fresh episodes.
 """
 
-import json
+import functools
 import os
-import time
 
-from etils import epath
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-from lib import checkpoint as checkpoint_lib
+from lib import loop
 from lib import metric_log
-from lib import trainer
 from lib.errors import ConfigError
 from projects.rl import agent as agent_lib
 from projects.rl import losses
+from projects.rl import metrics as metrics_lib
 from projects.rl import returns as returns_lib
+
+TRAJECTORY = ('obs', 'action', 'log_prob', 'value', 'reward', 'terminated',
+              'done', 'next_obs')
 
 
 def _gymnasium():
@@ -46,79 +48,48 @@ def make_envs(config, num_envs: int):
     raise ConfigError(f'config.env.name={config.env.name!r}: {e}') from e
 
 
-def _learner(config):
-  envs = make_envs(config, 1)
-  num_actions = int(envs.single_action_space.n)
-  obs_shape = envs.single_observation_space.shape
-  envs.close()
-  return agent_lib.Learner(config, num_actions), obs_shape
+class Lander:
+  """The agent of a gymnasium env: its learner and jitted act/update/play."""
 
+  def __init__(self, config):
+    envs = make_envs(config, 1)
+    self.obs_shape = envs.single_observation_space.shape
+    self.learner = agent_lib.Learner(config,
+                                     int(envs.single_action_space.n))
+    envs.close()
+    self.config = config
 
-def initial_state(config, learner=None, obs_shape=None):
-  """{'params', 'opt_state', 'key'}: what a checkpoint holds."""
-  if learner is None:
-    learner, obs_shape = _learner(config)
-  init_key, key = jax.random.split(jax.random.key(config.seed))
-  params = learner.model.init(init_key, jnp.zeros((1, *obs_shape)))['params']
-  return {'params': params, 'opt_state': learner.tx.init(params), 'key': key}
+  def init(self):
+    """{'params', 'opt_state', 'key'}: what a checkpoint holds."""
+    init_key, key = jax.random.split(jax.random.key(self.config.seed))
+    params = self.learner.model.init(
+        init_key, jnp.zeros((1, *self.obs_shape)))['params']
+    return {'params': params, 'opt_state': self.learner.tx.init(params),
+            'key': key}
 
+  @functools.partial(jax.jit, static_argnums=0)
+  def act(self, params, obs, key):
+    """A sampled action, its log-probability and the value of `obs`."""
+    logits, value = self.learner.policy(params, obs)
+    action = jax.random.categorical(key, logits)
+    return action, losses.action_log_probs(logits, action), value
 
-def evaluate(config, params, episodes: int, policy: str, seed: int = 0):
-  """Returns of `episodes` episodes (each env's first); policy 'greedy',
-  'sample' or 'random' (uniform actions)."""
-  learner, _ = _learner(config)
-
-  @jax.jit
-  def act(obs, key):
-    logits = learner.policy(params, obs)[0]
+  @functools.partial(jax.jit, static_argnums=(0, 4))
+  def choose(self, params, obs, key, policy: str):
+    """Actions by `policy`: 'greedy', 'sample' or 'random' (uniform)."""
+    logits = self.learner.policy(params, obs)[0]
     if policy == 'greedy':
       return jnp.argmax(logits, -1)
     if policy == 'random':
       logits = jnp.zeros_like(logits)
     return jax.random.categorical(key, logits)
 
-  envs = make_envs(config, episodes)
-  obs, _ = envs.reset(seed=seed)
-  total, alive = np.zeros(episodes), np.ones(episodes)
-  key = jax.random.key(seed)
-  while alive.any():
-    key, act_key = jax.random.split(key)
-    obs, reward, terminated, truncated, _ = envs.step(
-        np.asarray(act(obs, act_key)))
-    total += reward * alive
-    alive *= 1.0 - np.logical_or(terminated, truncated)
-  envs.close()
-  return total
-
-
-def train_and_evaluate(config, workdir: str) -> trainer.TrainResult:
-  """PPO on a gymnasium env; resumes from the latest checkpoint in `workdir`."""
-  from projects.rl import train  # pylint: disable=g-import-not-at-top
-  learner, obs_shape = _learner(config)
-  num_envs, length = config.env.num_envs, config.env.rollout_length
-  state = initial_state(config, learner, obs_shape)
-  checkpoints = checkpoint_lib.Checkpointer(
-      os.path.join(workdir, 'checkpoints'), every=config.checkpoint_every,
-      keep=config.keep_checkpoints)
-  start = 0
-  if checkpoints.latest_step() is not None:
-    state, metadata = checkpoints.restore(state)
-    start = metadata['step']
-  epath.Path(workdir).mkdir(parents=True, exist_ok=True)
-  (epath.Path(workdir) / train.CONFIG_FILE).write_text(
-      config.to_json(indent=1))
-  writer = metric_log.MetricWriter(workdir, resume_step=start)
-
-  @jax.jit
-  def act(params, obs, key):
-    logits, value = learner.policy(params, obs)
-    action = jax.random.categorical(key, logits)
-    return action, losses.action_log_probs(logits, action), value
-
-  @jax.jit
-  def update(params, opt_state, traj, key):
-    next_values = learner.policy(
-        params, traj['next_obs'].reshape(-1, *obs_shape))[1].reshape(
+  @functools.partial(jax.jit, static_argnums=0)
+  def update(self, params, opt_state, traj, key):
+    """PPO's epochs on a rollout of [T, N, ...] arrays (TRAJECTORY)."""
+    config = self.config
+    next_values = self.learner.policy(
+        params, traj['next_obs'].reshape(-1, *self.obs_shape))[1].reshape(
             traj['reward'].shape)
     advantages, targets = returns_lib.gae(
         traj['reward'], traj['value'], next_values, traj['terminated'],
@@ -129,82 +100,99 @@ def train_and_evaluate(config, workdir: str) -> trainer.TrainResult:
     batch = {'obs': flat(traj['obs']), 'action': flat(traj['action']),
              'log_prob': flat(traj['log_prob']), 'advantage': flat(advantages),
              'target': flat(targets), 'mask': jnp.ones(advantages.size)}
-    return learner.train_epochs(params, opt_state, batch, key,
-                                config.ppo.epochs, config.ppo.minibatches)
+    return self.learner.train_epochs(params, opt_state, batch, key,
+                                     config.ppo.epochs, config.ppo.minibatches)
 
-  envs = make_envs(config, num_envs)
-  obs, _ = envs.reset(seed=config.seed + start)
-  running, finished = np.zeros(num_envs), []
-  progress = metric_log.Progress(config.num_steps, initial=start, desc='ppo')
-  eval_values = None
-  started = time.perf_counter()
-  for step in range(start + 1, config.num_steps + 1):
-    key, rollout_key, update_key = jax.random.split(state['key'], 3)
-    traj = {name: [] for name in ('obs', 'action', 'log_prob', 'value',
-                                  'reward', 'terminated', 'done', 'next_obs')}
-    for act_key in jax.random.split(rollout_key, length):
-      action, log_prob, value = jax.device_get(act(state['params'], obs,
-                                                   act_key))
-      next_obs, reward, terminated, truncated, info = envs.step(action)
+  def play(self, params, episodes: int, policy: str, seed: int = 0):
+    """Returns of `episodes` fresh episodes (each env's first)."""
+    envs = make_envs(self.config, episodes)
+    obs, _ = envs.reset(seed=seed)
+    total, alive = np.zeros(episodes), np.ones(episodes)
+    key = jax.random.key(seed)
+    while alive.any():
+      key, act_key = jax.random.split(key)
+      obs, reward, terminated, truncated, _ = envs.step(
+          np.asarray(self.choose(params, obs, act_key, policy)))
+      total += reward * alive
+      alive *= 1.0 - np.logical_or(terminated, truncated)
+    envs.close()
+    return total
+
+
+class Rollouts:
+  """The training envs, whose episodes carry on from rollout to rollout."""
+
+  def __init__(self, config, seed: int):
+    self.envs = make_envs(config, config.env.num_envs)
+    self.obs, _ = self.envs.reset(seed=seed)
+    self.length = config.env.rollout_length
+    self.running = np.zeros(config.env.num_envs)
+    self.finished = []  # returns of the episodes that ended
+
+  def collect(self, act, params, key) -> dict[str, np.ndarray]:
+    """`length` steps of every env with `act`; TRAJECTORY arrays [T, N, ...]."""
+    traj = {name: [] for name in TRAJECTORY}
+    for act_key in jax.random.split(key, self.length):
+      action, log_prob, value = jax.device_get(act(params, self.obs, act_key))
+      next_obs, reward, terminated, truncated, info = self.envs.step(action)
       done = np.logical_or(terminated, truncated)
       final_obs = next_obs.copy()
       for i in np.flatnonzero(done):  # the observation before the reset
         final_obs[i] = info['final_obs'][i]
-      running += reward
-      finished.extend(running[done].tolist())
-      running[done] = 0.0
-      for name, value_ in (('obs', obs), ('action', action),
-                           ('log_prob', log_prob), ('value', value),
-                           ('reward', reward), ('terminated', terminated),
-                           ('done', done), ('next_obs', final_obs)):
+      self.running += reward
+      self.finished.extend(self.running[done].tolist())
+      self.running[done] = 0.0
+      for name, value_ in zip(TRAJECTORY, (
+          self.obs, action, log_prob, value, reward, terminated, done,
+          final_obs)):
         traj[name].append(value_)
-      obs = next_obs
-    traj = {name: np.stack(v).astype(np.int32 if name == 'action'
+      self.obs = next_obs
+    return {name: np.stack(v).astype(np.int32 if name == 'action'
                                       else np.float32)
             for name, v in traj.items()}
-    params, opt_state, metrics = update(state['params'], state['opt_state'],
-                                        traj, update_key)
-    state = {'params': params, 'opt_state': opt_state, 'key': key}
-    values = {k: float(v) for k, v in jax.device_get(metrics).items()}
-    if finished:
-      values['episode_return'] = float(np.mean(finished[-100:]))
-    values['env_steps'] = step * num_envs * length
-    writer.write(step, 'train', values, echo=step % config.log_every == 0 and
-                 not progress.interactive)
-    progress.update(step, {'return': values.get('episode_return', np.nan)})
-    if step % config.eval_every == 0 or step == config.num_steps:
-      returns_ = evaluate(config, state['params'], config.eval.episodes,
+
+  def recent_return(self) -> float:
+    """The mean return of the last 100 episodes (NaN before any ended)."""
+    return float(np.mean(self.finished[-100:])) if self.finished else np.nan
+
+
+def make_task(config, workdir: str) -> loop.Task:
+  """PPO on a gymnasium env as a loop task; a step is one update."""
+  lander = Lander(config)
+  env_steps = config.env.num_envs * config.env.rollout_length  # per update
+  host = {'rollouts': None, 'updates_run': 0}  # not in the checkpoint
+
+  def step(state, step):
+    if host['rollouts'] is None:  # this process's first update
+      host['rollouts'] = Rollouts(config, seed=config.seed + step - 1)
+    host['updates_run'] += 1
+    key, rollout_key, update_key = jax.random.split(state['key'], 3)
+    traj = host['rollouts'].collect(lander.act, state['params'], rollout_key)
+    params, opt_state, metrics = lander.update(
+        state['params'], state['opt_state'], traj, update_key)
+    return {'params': params, 'opt_state': opt_state, 'key': key}, {
+        **metrics, 'episode_return': host['rollouts'].recent_return(),
+        'env_steps': step * env_steps}
+
+  def evaluate(state, step):
+    returns = lander.play(state['params'], config.eval.episodes,
                           config.eval.policy, seed=config.seed + step)
-      eval_values = {'mean_return': float(returns_.mean()),
-                     'return_std_over_seeds': 0.0,
-                     'return_std_over_episodes': float(returns_.std())}
-      writer.write(step, 'eval', eval_values)
-    if checkpoints.should_save(step) or step == config.num_steps:
-      checkpoints.save(step, state, {'config': config.to_dict()})
-  progress.close()
-  envs.close()
-  wall = time.perf_counter() - started
-  if eval_values is None:
-    returns_ = evaluate(config, state['params'], config.eval.episodes,
-                        config.eval.policy, seed=config.seed)
-    eval_values = {'mean_return': float(returns_.mean())}
-  random_returns = evaluate(config, state['params'], config.eval.episodes,
-                            'random', seed=config.seed + 3)
-  summary = {
-      'train/episode_return': float(np.mean(finished[-100:])) if finished
-                              else float('nan'),
-      **{f'eval/{k}': v for k, v in eval_values.items()},
-      'baseline/random_policy_return': float(random_returns.mean()),
-      'step': config.num_steps, 'wall_seconds': wall,
-      'env_steps_per_second': ((config.num_steps - start) * num_envs * length
-                               / max(wall, 1e-9)),
-  }
-  writer.close()
-  (epath.Path(workdir) / 'summary.json').write_text(json.dumps(summary,
-                                                               indent=1))
-  if config.plots:
-    train.plot_returns(metric_log.read_metrics(workdir),
-                       os.path.join(workdir, 'learning_curves.png'),
-                       f'PPO on {config.env.name} (gymnasium)')
-  checkpoints.close()
-  return trainer.TrainResult(state, summary)
+    return {'eval': {'mean_return': float(returns.mean()),
+                     'return_std_over_episodes': float(returns.std())}}
+
+  def report(state, summary):
+    if host['rollouts'] is not None:
+      host['rollouts'].envs.close()
+    random_returns = lander.play(state['params'], config.eval.episodes,
+                                 'random', seed=config.seed + 3)
+    if loop.is_chief() and config.plots:
+      metrics_lib.plot_returns(metric_log.read_metrics(workdir),
+                               os.path.join(workdir, 'learning_curves.png'),
+                               f'PPO on {config.env.name} (gymnasium)')
+    return {'baseline/random_policy_return': float(random_returns.mean()),
+            'updates': summary['step'],
+            'env_steps_per_second': host['updates_run'] * env_steps /
+                                    max(summary['wall_seconds'], 1e-9)}
+
+  return loop.Task(init=lander.init, step=step, num_steps=config.num_steps,
+                   evaluate=evaluate, report=report, name='ppo')

@@ -16,6 +16,7 @@ import pytest
 from lib import classifier as classifier_lib
 from lib import errors
 from lib import image_classifier
+from lib import metric_log
 from lib import models
 from lib import trainer
 from lib.data import images as image_data
@@ -262,6 +263,10 @@ def test_fast_fgsm_training_loss_is_the_loss_on_attacked_images():
   assert 0.0 <= float(metrics['accuracy']) <= 1.0
 
 
+def _train_records(workdir):
+  return [r for r in metric_log.read_metrics(workdir) if r['split'] == 'train']
+
+
 def test_attack_mode_end_to_end_and_sharded_equals_unsharded(tmp_path):
   config = config_lib.get_config('quick')
   config.architectures.small_cnn.channels = (8, 16)
@@ -285,39 +290,51 @@ def test_attack_mode_end_to_end_and_sharded_equals_unsharded(tmp_path):
     assert 0.0 <= metrics[f'defence/{name}/blackbox_accuracy'] <= 1.0
   assert (tmp_path / 'adversarial_examples.png').stat().st_size > 1000
   assert 'dim_mifgsm' in (tmp_path / 'results.md').read_text()
-  # The same attack on one device (reusing the trained models) agrees.
+  # The same attack on one device agrees, and reuses the trained models (each
+  # a finished stage) without training them again.
+  trained = {path.name: _train_records(path)
+             for path in (tmp_path / 'models').iterdir()}
+  assert sorted(trained) == ['small_cnn_seed0', 'small_cnn_seed1']
   config.num_devices = 1
   config.plots = False
   config.universal.enabled = False
   config.defence.names = ''
   single = train.train_and_evaluate(config, str(tmp_path)).metrics
+  assert trained == {name: _train_records(tmp_path / 'models' / name)
+                     for name in trained}
   for name in single:
     if name.startswith(('dim_mifgsm/', 'whitebox/', 'clean/')):
       assert single[name] == pytest.approx(metrics[name], abs=1e-6), name
 
 
-def test_attack_is_one_loop_whatever_the_step_count():
-  logits_fn = _logits_fn()
-  images, labels = _test_batch(16)
-
-  def traced(num_steps):
-    attack = functools.partial(attacks.pgd, logits_fn, epsilon=0.1,
-                               step_size=0.01, num_steps=num_steps)
-    return jax.make_jaxpr(attack)(images, labels, jax.random.key(0)).jaxpr
-
-  few, many = traced(5), traced(50)
-  # The steps are a loop primitive (scan or while), not unrolled.
-  assert len(few.eqns) == len(many.eqns)
-  assert {'scan', 'while'} & {e.primitive.name for e in many.eqns}
+def test_attacks_on_a_linear_model_reach_the_known_corner():
+  """Every signed-gradient step of a linear model points the same way."""
+  weights = jax.random.normal(jax.random.key(0), (4 * 4,))
+  logits_fn = lambda x: jnp.stack(
+      [x.reshape(len(x), -1) @ weights, jnp.zeros(len(x))], -1)
+  # Away from the box's edges, so only the ball's projection acts.
+  images = jax.random.uniform(jax.random.key(1), (8, 4, 4, 1), minval=0.2,
+                              maxval=0.8)
+  labels = jnp.zeros(8, jnp.int32)
+  # Raising class 0's loss (or aiming at class 1) lowers x . weights.
+  corner = images - EPSILON * jnp.sign(weights).reshape(4, 4, 1)
+  settings = ml_collections.ConfigDict(SETTINGS.to_dict())
+  settings.num_steps = 10  # 10 x 0.025 crosses the ball from a random start
+  for name in ('fgsm', 'ifgsm', 'pgd', 'mifgsm'):
+    for targets in (None, jnp.ones(8, jnp.int32)):
+      adversarial = attacks.make_attack(name, settings)(
+          logits_fn, images, labels, jax.random.key(2), targets=targets)
+      np.testing.assert_allclose(adversarial, corner, atol=1e-6,
+                                 err_msg=name)
 
 
 def test_configs_and_bad_fields():
   for variant in (None, *config_lib.VARIANTS):
-    train.validate(config_lib.get_config(variant))
+    config_lib.validate(config_lib.get_config(variant))
   with pytest.raises(errors.ConfigError, match='config.victims'):
     config = config_lib.get_config()
     config.victims = config.proxies
-    train.validate(config)
+    config_lib.validate(config)
   bad_fields = [('attack.names', 'fgsm,cw'), ('attack.epsilon', 2.0),
                 ('proxies', 'vgg:0'), ('proxies', 'resnet'),
                 ('defence.names', 'denoiser'), ('defence.median_size', 2),
@@ -327,7 +344,7 @@ def test_configs_and_bad_fields():
     section, _, name = field.rpartition('.')
     (config[section] if section else config)[name] = value
     with pytest.raises(errors.ConfigError, match=name):
-      train.validate(config)
+      config_lib.validate(config)
   with pytest.raises(errors.ConfigError, match='unknown adversarial config'):
     config_lib.get_config('imagenet')
 

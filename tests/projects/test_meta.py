@@ -13,8 +13,10 @@ from lib import errors
 from lib import metric_log
 from projects.meta import algorithms
 from projects.meta import config as config_lib
-from projects.meta import evaluate
+from projects.meta import learners
 from projects.meta import models
+from projects.meta import problem as problem_lib
+from projects.meta import reload
 from projects.meta import tasks as tasks_lib
 from projects.meta import train
 
@@ -131,8 +133,8 @@ def _meta_train(meta, num_steps=300, num_tasks=8, seed=0, meta_lr=1e-2):
       tasks_lib.sinusoid_tasks(np.random.default_rng(seed),
                                num_steps * num_tasks, 10, 10))
   params = meta.init(jax.random.key(seed), tasks['support_input'][0, 0])
-  loss_fn = train.make_loss_fn(config_lib.get_config(), train.Problem(
-      'sinusoid', {}), meta)
+  loss_fn = learners.make_loss_fn(
+      config_lib.get_config(), problem_lib.Problem('sinusoid', {}), meta)
 
   @jax.jit
   def run(params):
@@ -193,11 +195,32 @@ def test_train_resume_and_reload_give_the_same_results(tmp_path):
                               rtol=1e-5, atol=1e-6)
   records = metric_log.read_metrics(str(tmp_path / 'resumed'))
   assert [r['step'] for r in records if r['split'] == 'val'] == [30, 60]
-  reloaded = evaluate.evaluate(str(tmp_path / 'straight'), episodes=40)
+  reloaded = reload.evaluate(str(tmp_path / 'straight'), episodes=40)
   assert reloaded['mse'] == pytest.approx(straight.metrics['test/mse'],
                                           rel=1e-5)
-  other = evaluate.evaluate(str(tmp_path / 'straight'), shots=5, episodes=40)
+  other = reload.evaluate(str(tmp_path / 'straight'), shots=5, episodes=40)
   assert other['mse'] != reloaded['mse']
+
+
+def test_processes_draw_shares_of_the_one_process_batches(monkeypatch):
+  # Two processes' rows of a step's meta batch (and of an episode chunk) make
+  # up the batch one process draws, so both train and test the same.
+  config = config_lib.get_config('quick')
+  problem = problem_lib.Problem('sinusoid', dict.fromkeys(problem_lib.SPLITS))
+  draw = lambda: (problem_lib.train_batch(config, problem, 7), next(
+      problem_lib.episode_chunks(problem, 'test', 8, 8, ways=1, shots=3,
+                                 query=2)))
+  whole = draw()
+  monkeypatch.setattr(jax, 'process_count', lambda: 2)
+  shares = []
+  for index in range(2):
+    monkeypatch.setattr(jax, 'process_index', lambda: index)
+    shares.append(draw())
+  chex.assert_shape(shares[0][0]['support_input'], (8, 10, 1))
+  combined = jax.tree.map(lambda a, b: np.concatenate([a, b]), *shares)
+  chex.assert_trees_all_equal(combined, whole)
+  assert not np.array_equal(shares[0][0]['query_label'],
+                            shares[1][0]['query_label'])
 
 
 def _write_tiny_omniglot(path, characters=14, drawings=6):
@@ -272,9 +295,9 @@ def test_omniglot_run_saves_and_reloads(tmp_path, method):
   assert 0 <= result.metrics['test/accuracy'] <= 1
   assert result.metrics['baseline/chance_accuracy'] == pytest.approx(1 / 3)
   chex.assert_tree_all_finite(result.state.params)
-  reloaded = evaluate.evaluate(str(tmp_path / 'run'), episodes=16)
+  reloaded = reload.evaluate(str(tmp_path / 'run'), episodes=16)
   assert reloaded['accuracy'] == pytest.approx(result.metrics['test/accuracy'])
-  five_way = evaluate.evaluate(str(tmp_path / 'run'), ways=5, episodes=16)
+  five_way = reload.evaluate(str(tmp_path / 'run'), ways=5, episodes=16)
   assert 0 <= five_way['accuracy'] <= 1 and np.isfinite(five_way['loss'])
 
 

@@ -15,8 +15,9 @@ from lib.errors import DataError
 from projects.rl import agent as agent_lib
 from projects.rl import config as config_lib
 from projects.rl import envs
-from projects.rl import evaluate as evaluate_lib
+from projects.rl import experts
 from projects.rl import losses
+from projects.rl import playback
 from projects.rl import returns
 from projects.rl import train
 
@@ -204,7 +205,7 @@ def test_ppo_learns_cartpole_and_saves_an_expert(ppo_run):
   random_return = metrics['baseline/random_policy_return']
   assert 10 < random_return < 40
   assert metrics['eval/mean_return'] > 5 * random_return
-  expert = train.load_expert(workdir)
+  expert = experts.load_expert(workdir)
   assert expert['obs'].shape[0] == expert['action'].shape[0] > 100
 
 
@@ -250,9 +251,10 @@ def test_curiosity_trains_its_forward_model():
 # ---------------------------------------------------------------- runs
 def test_a_resumed_run_ends_like_an_uninterrupted_one(ppo_run, tmp_path):
   workdir, config, whole = ppo_run
-  # The uninterrupted run's workdir as a run killed after update 20 left it.
+  # The uninterrupted run's workdir as a run killed after update 20 left it
+  # (checkpoints are numbered in chunks of log_every=10 updates).
   shutil.copytree(workdir, tmp_path, dirs_exist_ok=True)
-  shutil.rmtree(tmp_path / 'checkpoints' / '40')
+  shutil.rmtree(tmp_path / 'checkpoints' / '4')
   resumed = train.train_and_evaluate(config, str(tmp_path))
   chex.assert_trees_all_close(resumed.state.params, whole.state.params,
                               rtol=1e-5, atol=1e-6)
@@ -260,17 +262,17 @@ def test_a_resumed_run_ends_like_an_uninterrupted_one(ppo_run, tmp_path):
       'eval/mean_return']
   steps = [r['step'] for r in metric_log.read_metrics(str(tmp_path))
            if r['split'] == 'train']
-  assert steps == list(range(1, 41))
+  assert steps == [1, 2, 3, 4]
 
 
 def test_evaluate_command_restores_the_policy(ppo_run):
   workdir, _, result = ppo_run
   metrics = result.metrics
-  returns_ = evaluate_lib.evaluate_workdir(workdir, episodes=8)
+  returns_ = playback.evaluate_workdir(workdir, episodes=8)
   chex.assert_shape(returns_, (2, 8))
   assert returns_.mean() > 5 * metrics['baseline/random_policy_return']
   with pytest.raises(ConfigError, match='no run'):
-    evaluate_lib.evaluate_workdir(workdir + '/nothing', episodes=1)
+    playback.evaluate_workdir(workdir + '/nothing', episodes=1)
 
 
 def test_missing_expert_is_a_data_error(tmp_path):
@@ -308,5 +310,5 @@ def test_lunar_lander_runs_through_gymnasium(tmp_path):
                    ppo__minibatches=4, eval__episodes=2)
   metrics = train.train_and_evaluate(config, str(tmp_path)).metrics
   assert np.isfinite(metrics['eval/mean_return'])
-  returns_ = evaluate_lib.evaluate_workdir(str(tmp_path), episodes=2)
+  returns_ = playback.evaluate_workdir(str(tmp_path), episodes=2)
   chex.assert_shape(returns_, (1, 2))
