@@ -18,6 +18,9 @@ the data to TFDS with --config.tasks.source=tfds (tasks.tfds_name='mnist').
 import ml_collections
 
 from lib import config as config_lib
+from lib.errors import ConfigError
+from projects.lifelong import methods
+from projects.lifelong import tasks as tasks_lib
 
 VARIANTS = ('quick', 'rotated_mnist', 'permuted_mnist', 'split_mnist')
 
@@ -48,7 +51,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   config.batch_size = 64
   config.log_every = 100
   config.eval_every = 100  # unused: every task is evaluated after each task
-  config.checkpoint_every = 0  # 0: at the end of every task only
+  config.checkpoint_every = 0  # 0: at the end of every task
   # Examples of each task that EWC, MAS and SCP estimate the importance from.
   config.importance_examples = 1024
 
@@ -99,3 +102,51 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     config.scp.strength = 3e6
     config.tour.target = 0.8
   return config
+
+
+def validate(config: ml_collections.ConfigDict):
+  """Raises ConfigError naming the first field with an unusable value."""
+  for name in ('steps_per_task', 'importance_examples'):
+    if not isinstance(config[name], int) or config[name] <= 0:
+      raise ConfigError(f'config.{name}={config[name]!r} must be a positive '
+                        'integer')
+  config_lib.validate(config)
+  tasks = config.tasks
+  if tasks.kind not in tasks_lib.KINDS:
+    raise ConfigError(f'tasks.kind={tasks.kind!r}: choose one of '
+                      f'{tasks_lib.KINDS}')
+  if tasks.source not in tasks_lib.SOURCES:
+    raise ConfigError(f'tasks.source={tasks.source!r}: choose one of '
+                      f'{tasks_lib.SOURCES}')
+  if not isinstance(tasks.num_tasks, int) or tasks.num_tasks < 2:
+    raise ConfigError(f'tasks.num_tasks={tasks.num_tasks!r} must be an '
+                      'integer >= 2')
+  if tasks.kind == 'split' and tasks_lib.NUM_CLASSES % tasks.num_tasks:
+    raise ConfigError(f'tasks.num_tasks={tasks.num_tasks}: split tasks need a '
+                      f'divisor of {tasks_lib.NUM_CLASSES} (2 or 5)')
+  for name in ('train_per_task', 'test_per_task'):
+    if tasks[name] < 0:
+      raise ConfigError(f'tasks.{name}={tasks[name]} must be >= 0 (0: all)')
+  if config.method not in methods.METHODS:
+    raise ConfigError(f'config.method={config.method!r}: choose one of '
+                      f'{methods.METHODS}')
+  if config.method in methods.REGULARIZERS:
+    strength = config[config.method].strength
+    if not strength >= 0:
+      raise ConfigError(f'config.{config.method}.strength={strength} must be '
+                        '>= 0')
+  if config.ewc.fisher not in ('true', 'empirical'):
+    raise ConfigError(f"config.ewc.fisher={config.ewc.fisher!r}: choose 'true' "
+                      "or 'empirical'")
+  if config.si.damping <= 0:
+    raise ConfigError(f'config.si.damping={config.si.damping} must be > 0')
+  if not 0 <= config.rwalk.fisher_decay < 1:
+    raise ConfigError(f'config.rwalk.fisher_decay={config.rwalk.fisher_decay} '
+                      'must lie in [0, 1)')
+  if config.scp.num_projections <= 0:
+    raise ConfigError(f'config.scp.num_projections='
+                      f'{config.scp.num_projections} must be > 0')
+  if config.method == 'agem' and (config.agem.memory_per_task <= 0 or
+                                  config.agem.memory_batch_size <= 0):
+    raise ConfigError('config.agem.memory_per_task and memory_batch_size must '
+                      'be > 0')

@@ -26,6 +26,7 @@ from typing import Callable
 import jax
 import jax.numpy as jnp
 import optax
+from optax import tree_utils as otu
 
 MASKED_LOGIT = -1e9
 REGULARIZERS = ('ewc', 'mas', 'si', 'rwalk', 'scp')
@@ -38,16 +39,10 @@ def masked_logits(apply_fn: Callable, params, batch):
   return jnp.where(batch['class_mask'] > 0, logits, MASKED_LOGIT)
 
 
-def tree_vdot(a, b):
-  return sum(jnp.vdot(x, y) for x, y in zip(jax.tree.leaves(a),
-                                           jax.tree.leaves(b)))
-
-
 def quadratic_penalty(params, anchor, importance):
   """sum_k importance_k (params_k - anchor_k)^2: 0 at the anchor, quadratic near it."""
-  return sum(jnp.sum(w * (p - a) ** 2) for p, a, w in zip(
-      jax.tree.leaves(params), jax.tree.leaves(anchor),
-      jax.tree.leaves(importance)))
+  return otu.tree_vdot(importance, jax.tree.map(jnp.square,
+                                                otu.tree_sub(params, anchor)))
 
 
 def agem_project(grads, memory_grads):
@@ -56,10 +51,10 @@ def agem_project(grads, memory_grads):
   The result has a non-negative dot product with `memory_grads`, and equals
   `grads` when that dot product already was.
   """
-  dot = tree_vdot(grads, memory_grads)
-  scale = jnp.where(dot < 0, dot / (tree_vdot(memory_grads, memory_grads)
+  dot = otu.tree_vdot(grads, memory_grads)
+  scale = jnp.where(dot < 0, dot / (otu.tree_vdot(memory_grads, memory_grads)
                                     + 1e-12), 0.0)
-  return jax.tree.map(lambda g, m: g - scale * m, grads, memory_grads)
+  return otu.tree_add_scale(grads, -scale, memory_grads)
 
 
 def _masked_sum(per_example, mask):
@@ -101,10 +96,9 @@ def fisher_diagonal(apply_fn: Callable, params, batch, key=None,
         params, {'input': part['input'], 'class_mask': part['class_mask']},
         part['label'])
     squares = _masked_sum(jax.tree.map(jnp.square, grads), part['mask'])
-    return jax.tree.map(jnp.add, total, squares), None
+    return otu.tree_add(total, squares), None
 
-  total, _ = jax.lax.scan(add_chunk, jax.tree.map(jnp.zeros_like, params),
-                          chunks)
+  total, _ = jax.lax.scan(add_chunk, otu.tree_zeros_like(params), chunks)
   return total
 
 
@@ -153,8 +147,8 @@ def si_importance(path, start, end, damping: float):
 
 def scale_to_unit_max(tree):
   """Divides by the largest entry over the whole tree (RWalk's normalization)."""
-  top = jnp.max(jnp.stack([jnp.max(x) for x in jax.tree.leaves(tree)]))
-  return jax.tree.map(lambda x: x / jnp.maximum(top, 1e-12), tree)
+  top = jnp.maximum(otu.tree_max(tree), 1e-12)
+  return jax.tree.map(lambda x: x / top, tree)
 
 
 def cross_entropy(logits, labels):

@@ -5,11 +5,18 @@ the randomly initialized model on task j (GEM's paper, Lopez-Paz & Ranzato 2017)
   ACC = mean_j R[T-1, j]
   BWT = mean_{j < T-1} (R[T-1, j] - R[j, j])   (negative: forgetting)
   FWT = mean_{j > 0} (R[j-1, j] - b[j])       (what earlier tasks gave task j)
+
+`write_report` turns a finished run's matrix into its summary entries,
+accuracy_matrix.json and the heatmap.
 """
+
+import os
 
 import numpy as np
 
+from lib import loop
 from lib import plots
+from projects.lifelong import tasks as tasks_lib
 
 
 def lifelong_metrics(matrix, random_init) -> dict[str, float]:
@@ -50,3 +57,33 @@ def plot_accuracy_matrix(matrix, path: str, *, title: str = '',
   fig.colorbar(image, ax=ax, fraction=0.046, label='accuracy')
   fig.tight_layout()
   plots.save_figure(fig, path)
+
+
+def task_names(config) -> list[str]:
+  tasks = config.tasks
+  if tasks.kind == 'rotated':
+    return [f'{t * tasks.rotation_step:g}°' for t in range(tasks.num_tasks)]
+  if tasks.kind == 'split':
+    width = tasks_lib.NUM_CLASSES // tasks.num_tasks
+    return [f'{t * width}-{(t + 1) * width - 1}' for t in range(tasks.num_tasks)]
+  return [f'P{t}' for t in range(tasks.num_tasks)]
+
+
+def write_report(config, workdir: str, matrix, random_init) -> dict:
+  """ACC, BWT, FWT and the final accuracy per task; files on the chief only."""
+  matrix = np.asarray(matrix, np.float64)
+  random_init = [float(a) for a in random_init]
+  summary = {
+      **lifelong_metrics(matrix, random_init),
+      **{f'task{j}/accuracy': float(a) for j, a in enumerate(matrix[-1])},
+      'baseline/random_init_accuracy': float(np.mean(random_init))}
+  names = task_names(config)
+  loop.write_json(workdir, 'accuracy_matrix.json', {
+      'method': config.method, 'tasks': names, 'matrix': matrix.tolist(),
+      'random_init': random_init})
+  if config.plots and loop.is_chief():
+    plot_accuracy_matrix(
+        matrix, os.path.join(workdir, 'accuracy_matrix.png'),
+        title=f'{config.method}: ACC {summary["acc"]:.3f}, '
+        f'BWT {summary["bwt"]:+.3f}', task_names=names)
+  return summary

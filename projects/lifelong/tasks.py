@@ -72,14 +72,6 @@ def _load_base(config: ml_collections.ConfigDict) -> tuple[dict, dict]:
   return prepare(train), prepare(test)
 
 
-def _subsample(split: dict, limit: int, seed: int) -> dict:
-  size = len(split['label'])
-  if not limit or limit >= size:
-    return split
-  index = np.sort(np.random.default_rng(seed).permutation(size)[:limit])
-  return splits.take(split, index)
-
-
 def _task(images: np.ndarray, labels: np.ndarray, classes) -> dict:
   mask = np.zeros((len(labels), NUM_CLASSES), np.float32)
   mask[:, list(classes)] = 1.0
@@ -87,31 +79,16 @@ def _task(images: np.ndarray, labels: np.ndarray, classes) -> dict:
           'label': labels.astype(np.int32), 'class_mask': mask}
 
 
-def check_config(config: ml_collections.ConfigDict):
-  tasks = config.tasks
-  if tasks.kind not in KINDS:
-    raise ConfigError(f'tasks.kind={tasks.kind!r}: choose one of {KINDS}')
-  if tasks.source not in SOURCES:
-    raise ConfigError(f'tasks.source={tasks.source!r}: choose one of {SOURCES}')
-  if not isinstance(tasks.num_tasks, int) or tasks.num_tasks < 2:
-    raise ConfigError(f'tasks.num_tasks={tasks.num_tasks!r} must be an '
-                      'integer >= 2')
-  if tasks.kind == 'split' and NUM_CLASSES % tasks.num_tasks:
-    raise ConfigError(f'tasks.num_tasks={tasks.num_tasks}: split tasks need a '
-                      f'divisor of {NUM_CLASSES} (2 or 5)')
-  for name in ('train_per_task', 'test_per_task'):
-    if tasks[name] < 0:
-      raise ConfigError(f'tasks.{name}={tasks[name]} must be >= 0 (0: all)')
-
-
 def make_tasks(config: ml_collections.ConfigDict) -> tuple[list[dict],
                                                             list[dict]]:
-  """(train tasks, test tasks), `config.tasks.num_tasks` of each."""
-  check_config(config)
+  """(train tasks, test tasks), `config.tasks.num_tasks` of each.
+
+  The config must have passed `config.validate`.
+  """
   tasks = config.tasks
   train, test = _load_base(config)
-  train = _subsample(train, tasks.train_per_task, tasks.split_seed)
-  test = _subsample(test, tasks.test_per_task, tasks.split_seed + 1)
+  train = splits.random_subset(train, tasks.train_per_task, tasks.split_seed)
+  test = splits.random_subset(test, tasks.test_per_task, tasks.split_seed + 1)
   all_classes = range(NUM_CLASSES)
   train_tasks, test_tasks = [], []
   rng = np.random.default_rng(tasks.split_seed)

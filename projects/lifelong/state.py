@@ -1,0 +1,175 @@
+"""The state of a run over a task sequence, and the jitted functions that change it.
+
+One train step serves every task: the anchor, importances and running sums
+are fields of its (donated) state, not constants, so nothing recompiles
+between tasks. The accuracy matrix and the untrained model's accuracies are
+fields too, so a checkpoint at any step holds everything the run needs.
+"""
+
+from typing import Any
+
+import flax
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+from optax import tree_utils as otu
+
+from lib import mesh as mesh_lib
+from lib import train_state as train_state_lib
+from projects.lifelong import methods
+
+
+@flax.struct.dataclass
+class LifelongState:
+  train: train_state_lib.TrainState
+  anchor: Any  # parameters at the end of the previous task
+  importance: Any  # per-parameter weights of the quadratic penalty
+  tracks: dict  # running sums along training: SI/RWalk 'path', RWalk 'fisher', 'score'
+  matrix: jax.Array  # [T, T]: R[i, j], accuracy on task j after task i
+  random_init: jax.Array  # [T]: the untrained model's accuracy on each task
+
+
+def initial_state(config, train: train_state_lib.TrainState, random_init,
+                  mesh) -> LifelongState:
+  """The state before the first task; `random_init` is [T] host accuracies."""
+  names = {'si': ('path',), 'rwalk': ('path', 'fisher', 'score')}.get(
+      config.method, ())
+  num_tasks = config.tasks.num_tasks
+
+  def start(train, random_init):
+    params = train.params
+    return LifelongState(
+        train=train, anchor=jax.tree.map(jnp.copy, params),
+        importance=otu.tree_zeros_like(params),
+        tracks={name: otu.tree_zeros_like(params) for name in names},
+        matrix=jnp.zeros((num_tasks, num_tasks)), random_init=random_init)
+
+  return jax.jit(start, out_shardings=mesh_lib.replicated(mesh))(
+      train, np.asarray(random_init, np.float32))
+
+
+def make_train_step(config, apply_fn, tx, mesh):
+  """step(state, batch, memory_batch) -> (state, metrics), jitted once for all tasks.
+
+  `memory_batch` is A-GEM's sample of the episodic memory, with a per-example
+  'weight' (0 while there is no memory yet); the other methods pass None.
+  """
+  method = config.method
+  strength = config[method].strength if method in methods.REGULARIZERS else 0.0
+
+  def task_loss(params, batch):
+    logits = methods.masked_logits(apply_fn, params, batch)
+    loss = methods.cross_entropy(logits, batch['label']).mean()
+    accuracy = jnp.mean(jnp.argmax(logits, -1) == batch['label'])
+    return loss, accuracy
+
+  def step(state: LifelongState, batch, memory_batch):
+    train = state.train
+    (loss, accuracy), grads = jax.value_and_grad(task_loss, has_aux=True)(
+        train.params, batch)
+    metrics = {'loss': loss, 'accuracy': accuracy}
+    total = grads
+    if method in methods.REGULARIZERS:
+      penalty, penalty_grads = jax.value_and_grad(methods.quadratic_penalty)(
+          train.params, state.anchor, state.importance)
+      total = otu.tree_add_scale(grads, strength, penalty_grads)
+      metrics['penalty'] = strength * penalty
+    elif method == 'agem':
+      def memory_loss(params):
+        logits = methods.masked_logits(apply_fn, params, memory_batch)
+        return jnp.mean(memory_batch['weight'] * methods.cross_entropy(
+            logits, memory_batch['label']))
+      memory_grads = jax.grad(memory_loss)(train.params)
+      metrics['memory_conflict'] = (
+          otu.tree_vdot(grads, memory_grads) < 0).astype(jnp.float32)
+      total = methods.agem_project(grads, memory_grads)
+    updates, opt_state = tx.update(total, train.opt_state, train.params)
+    params = optax.apply_updates(train.params, updates)
+
+    tracks = dict(state.tracks)
+    moved = otu.tree_sub(params, train.params)
+    # The task loss's decrease credited to each parameter: -g * step.
+    credit = jax.tree.map(lambda g, d: -g * d, grads, moved)
+    if method == 'si':
+      tracks['path'] = otu.tree_add(tracks['path'], credit)
+    elif method == 'rwalk':
+      fisher = otu.tree_update_moment_per_elem_norm(
+          grads, tracks['fisher'], config.rwalk.fisher_decay, 2)
+      tracks['fisher'] = fisher
+      tracks['path'] = jax.tree.map(
+          lambda s, c, f, d: s + c / (0.5 * f * d ** 2 + config.rwalk.epsilon),
+          tracks['path'], credit, fisher, moved)
+    train = train.replace(step=train.step + 1, params=params,
+                          opt_state=opt_state)
+    return state.replace(train=train, tracks=tracks), metrics
+
+  replicated = mesh_lib.replicated(mesh)
+  batched = mesh_lib.batch_sharding(mesh)
+  return jax.jit(step, donate_argnums=0,
+                 in_shardings=(replicated, batched, batched),
+                 out_shardings=(replicated, replicated))
+
+
+def make_importance_step(config, apply_fn, mesh):
+  """step(params, batch, key) -> (importance summed over the batch, example count)."""
+  method = config.method
+
+  def step(params, batch, key):
+    if method == 'ewc':
+      sums = methods.fisher_diagonal(
+          apply_fn, params, batch, key if config.ewc.fisher == 'true' else None)
+    elif method == 'mas':
+      sums = methods.mas_importance(apply_fn, params, batch)
+    else:
+      sums = methods.scp_importance(apply_fn, params, batch, key,
+                                    config.scp.num_projections)
+    return sums, jnp.sum(batch['mask'])
+
+  replicated = mesh_lib.replicated(mesh)
+  return jax.jit(step, in_shardings=(replicated, mesh_lib.batch_sharding(mesh),
+                                     replicated),
+                 out_shardings=replicated)
+
+
+def make_end_task(config, mesh):
+  """end_task(state, importance sums, count, task, row) -> state, jitted once.
+
+  Runs at the end of each task: records the task's row of the accuracy
+  matrix, adds the task's importance to the penalty's weights, moves the
+  anchor to the current parameters and restarts the running sums. `sums`
+  (EWC, MAS, SCP; None for the others) are divided by `count`.
+  """
+  method = config.method
+
+  def end_task(state: LifelongState, sums, count, task, row):
+    params = state.train.params
+    importance, tracks = state.importance, dict(state.tracks)
+    if sums is not None:
+      importance = jax.tree.map(lambda w, s: w + s / count, importance, sums)
+    elif method == 'si':
+      importance = otu.tree_add(importance, methods.si_importance(
+          tracks['path'], state.anchor, params, config.si.damping))
+      tracks['path'] = otu.tree_zeros_like(tracks['path'])
+    elif method == 'rwalk':
+      score = jax.tree.map(jax.nn.relu, tracks['path'])
+      # Scores average over tasks: s_t = (s_{t-1} + s_task) / 2 from task 1 on.
+      score = jax.tree.map(lambda a, b: jnp.where(task > 0, 0.5 * (a + b), b),
+                           tracks['score'], score)
+      tracks['score'] = score
+      importance = otu.tree_add(methods.scale_to_unit_max(tracks['fisher']),
+                                methods.scale_to_unit_max(score))
+      tracks['path'] = otu.tree_zeros_like(tracks['path'])
+    return state.replace(anchor=jax.tree.map(jnp.copy, params),
+                         importance=importance, tracks=tracks,
+                         matrix=state.matrix.at[task].set(row))
+
+  return jax.jit(end_task, donate_argnums=0,
+                 out_shardings=mesh_lib.replicated(mesh))
+
+
+def make_restart_optimizer(tx, mesh):
+  """state -> state with a fresh optimizer state (Adam restarts at every task)."""
+  return jax.jit(lambda s: s.replace(train=s.train.replace(
+      opt_state=tx.init(s.train.params))), donate_argnums=0,
+                 out_shardings=mesh_lib.replicated(mesh))
