@@ -27,6 +27,7 @@ flags.mark_flags_as_required(['workdir'])
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f'unexpected arguments: {argv[1:]}')
+  cli.log_our_progress()
   try:
     returns = playback.evaluate_workdir(_WORKDIR.value, _EPISODES.value,
                                         _POLICY.value, _SEED.value)

@@ -1,10 +1,10 @@
 """HW12's training: whole runs jitted, vmapped over seeds, in chunks of updates.
 
-`train_and_evaluate(config, workdir)` builds an `agent.Algorithm`, vmaps its
-`init` over `num_seeds` keys (the seeds split over the device mesh) and runs
-it on `lib.loop`, one loop step being one jitted `scan` of `log_every`
-updates (config.num_steps, eval_every and checkpoint_every count updates).
-LunarLander (env.backend='gymnasium') runs its host loop from `lunar.py`.
+`train_and_evaluate(config, workdir)` vmaps an `agent.Algorithm` over
+`num_seeds` keys (split over the device mesh) and runs it on `lib.loop`, a
+loop step being one jitted `scan` of `log_every` updates (config.num_steps,
+eval_every and checkpoint_every count updates). LunarLander
+(env.backend='gymnasium') runs its host loop from `lunar.py`.
 """
 
 import os
@@ -80,10 +80,9 @@ def make_task(config: ml_collections.ConfigDict, workdir: str) -> loop.Task:
   expert = _expert(config, workdir)
   seeds, replicated = mesh_lib.batch_sharding(mesh), mesh_lib.replicated(mesh)
   updates = config.log_every  # per loop step
-  chunk = make_chunk(algorithm, updates)
 
   def chunk_means(runners, expert):
-    runners, metrics = chunk(runners, expert)
+    runners, metrics = make_chunk(algorithm, updates)(runners, expert)
     return runners, metrics_lib.chunk_means(metrics)
 
   run_chunk = jax.jit(chunk_means, donate_argnums=0,
@@ -122,12 +121,12 @@ def make_task(config: ml_collections.ConfigDict, workdir: str) -> loop.Task:
             os.path.join(workdir, 'learning_curves.png'),
             f'{config.algorithm} on {config.env.name}, '
             f'{config.num_seeds} seeds', updates)
+    wall = max(summary['wall_seconds'], 1e-9)
     return {'baseline/random_policy_return': float(np.mean(random_returns)),
             'updates': summary['step'] * updates,
             'env_steps_per_seed': summary['step'] * updates * env_steps,
             'env_steps_per_second': len(chunks_run) * updates * env_steps *
-                                    config.num_seeds /
-                                    max(summary['wall_seconds'], 1e-9)}
+                                    config.num_seeds / wall}
 
   return loop.Task(init=lambda: initial_runners(algorithm, config, seeds),
                    step=step, num_steps=config.num_steps // updates,

@@ -1,6 +1,7 @@
 """HW12 reinforcement learning: estimators, losses, seeds, learning, resume, CLI."""
 
 import importlib.util
+import json
 import shutil
 
 import chex
@@ -17,6 +18,7 @@ from projects.rl import config as config_lib
 from projects.rl import envs
 from projects.rl import experts
 from projects.rl import losses
+from projects.rl import metrics as metrics_lib
 from projects.rl import playback
 from projects.rl import returns
 from projects.rl import train
@@ -190,6 +192,17 @@ def test_vmapped_seeds_are_independent_runs():
   chex.assert_shape(metrics['loss'], (2, 3))
 
 
+def test_chunk_means_leave_out_updates_without_episodes():
+  nan = np.nan
+  means = metrics_lib.chunk_means({
+      'episode_return': jnp.array([[1.0, nan], [nan, nan], [3.0, 5.0]]),
+      'loss': jnp.array([[1.0, 2.0], [3.0, 4.0], [5.0, 6.0]])})
+  # Per seed 1, none, 4: the mean and std over the two seeds with episodes.
+  np.testing.assert_allclose(means['episode_return'], 2.5)
+  np.testing.assert_allclose(means['episode_return_std'], 1.5)
+  np.testing.assert_allclose(means['loss'], 3.5)
+
+
 # ---------------------------------------------------------------- learning
 @pytest.fixture(scope='module')
 def ppo_run(tmp_path_factory):
@@ -205,6 +218,15 @@ def test_ppo_learns_cartpole_and_saves_an_expert(ppo_run):
   random_return = metrics['baseline/random_policy_return']
   assert 10 < random_return < 40
   assert metrics['eval/mean_return'] > 5 * random_return
+  # num_steps counts updates (4 loop steps of log_every=10 updates each).
+  assert metrics['updates'] == 40
+  assert metrics['env_steps_per_seed'] == 40 * 8 * 128
+  with open(f'{workdir}/seed_returns.json') as f:
+    seed_returns = json.load(f)
+  assert len(seed_returns) == 2
+  np.testing.assert_allclose(
+      [np.mean(seed_returns), np.std(seed_returns)],
+      [metrics['eval/mean_return'], metrics['eval/return_std_over_seeds']])
   expert = experts.load_expert(workdir)
   assert expert['obs'].shape[0] == expert['action'].shape[0] > 100
 
@@ -310,5 +332,8 @@ def test_lunar_lander_runs_through_gymnasium(tmp_path):
                    ppo__minibatches=4, eval__episodes=2)
   metrics = train.train_and_evaluate(config, str(tmp_path)).metrics
   assert np.isfinite(metrics['eval/mean_return'])
+  records = metric_log.read_metrics(str(tmp_path))
+  assert [(r['step'], r['split']) for r in records] == [
+      (1, 'train'), (2, 'train'), (2, 'eval')]
   returns_ = playback.evaluate_workdir(str(tmp_path), episodes=2)
   chex.assert_shape(returns_, (1, 2))
