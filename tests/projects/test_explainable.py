@@ -18,6 +18,7 @@ from lib import models
 from projects.explainable import attribution
 from projects.explainable import config as config_lib
 from projects.explainable import explainer as explainer_lib
+from projects.explainable import runner
 from projects.explainable import sanity
 from projects.explainable import train
 from projects.explainable import visualize
@@ -181,8 +182,10 @@ def test_occlusion_is_zero_where_the_model_looks_nowhere():
 
 def test_occlusion_masks_cover_every_pixel():
   masks = attribution.occlusion_masks(7, 9, patch=3, stride=2)
-  assert masks.min(axis=0).shape == (7, 9)
+  # Rows start at 0, 2, 4; columns at 0, 2, 4, 6: the last flush with the edge.
+  assert masks.shape == (12, 7, 9)
   assert masks.sum(axis=0).min() >= 1
+  np.testing.assert_array_equal(masks[-1, 4:, 6:], np.ones((3, 3)))
   assert set(np.unique(masks.sum(axis=(1, 2)))) == {9.0}
 
 
@@ -317,17 +320,19 @@ def test_every_method_batched_equals_per_example_and_sharded(method):
     single = jnp.concatenate([fn(params, images[i:i + 1], targets[i:i + 1],
                                  key) for i in range(2)])
     chex.assert_trees_all_close(batched[:2], single, atol=1e-5, rtol=1e-4)
-  mesh = mesh_lib.make_mesh()
-  sharded_images, sharded_targets = mesh_lib.shard_batch(
-      (np.asarray(images), np.asarray(targets)), mesh)
-  chex.assert_trees_all_close(fn(params, sharded_images, sharded_targets, key),
-                              batched, atol=1e-5, rtol=1e-4)
+  # The runner shards the batch over the 8 devices; its one batch's key is
+  # `key` folded with the batch index 0.
+  run = runner.Runner(explainer, mesh_lib.make_mesh(), key)
+  sharded = run(method, params, {'image': np.asarray(images),
+                                 'target': np.asarray(targets)})['map']
+  chex.assert_trees_all_close(
+      sharded, fn(params, images, targets, jax.random.fold_in(key, 0)),
+      atol=1e-5, rtol=1e-4)
 
 
 def test_quick_config_is_valid_and_bad_fields_are_named():
-  train.validate(config_lib.get_config('quick'))
   for variant in config_lib.VARIANTS:
-    train.validate(config_lib.get_config(variant))
+    config_lib.validate(config_lib.get_config(variant))
   bad = [('methods', ('saliency', 'tarot')), ('integrated_gradients.rule',
                                                'simpson'),
          ('occlusion.patch', 0), ('lime.fill', 'noise'), ('target', 'best'),
@@ -341,15 +346,57 @@ def test_quick_config_is_valid_and_bad_fields_are_named():
       node = node[part]
     node[leaf] = value
     with pytest.raises(errors.ConfigError, match=field.split('.')[-1]):
-      train.validate(config)
+      config_lib.validate(config)
   with pytest.raises(errors.ConfigError):
     config_lib.get_config('imagenet')
 
 
 def test_figure_indices_show_each_class_first():
   labels = np.array([3, 3, 1, 0, 1, 2, 0])
-  np.testing.assert_array_equal(train.figure_indices(labels, 5),
+  np.testing.assert_array_equal(runner.figure_indices(labels, 5),
                                 [3, 2, 5, 0, 1])
+
+
+def test_explained_images_lead_with_the_figure_and_draw_the_rest():
+  labels = np.arange(50) % 5
+  test = {'image': np.arange(50.0), 'label': labels}
+  config = config_lib.get_config('quick')
+  config.update(num_images=3, num_metric_images=12)
+  images = runner.explained_images(test, config)
+  np.testing.assert_array_equal(images['image'][:3], [0, 1, 2])
+  drawn = images['image'][3:]
+  assert len(set(drawn)) == 9 and not set(drawn) & {0, 1, 2}
+  assert list(drawn) != list(range(3, 12))  # a random subset, not the next ones
+  again = runner.explained_images(test, config)
+  np.testing.assert_array_equal(again['image'], images['image'])
+  config.num_metric_images = 3
+  np.testing.assert_array_equal(
+      runner.explained_images(test, config)['image'], [0, 1, 2])
+
+
+def test_runner_attributes_an_uneven_batch_and_its_deletion_curves():
+  model, params, model_state = _small_cnn()
+  config = _explain_config()
+  explainer = explainer_lib.Explainer(model, model_state, config)
+  images, _, targets = _images_and_weights(batch=5)  # not a multiple of 8
+  key = jax.random.key(0)
+  run = runner.Runner(explainer, mesh_lib.make_mesh(), key)
+  source = {'image': np.asarray(images), 'target': np.asarray(targets)}
+  attributed = runner.attribute(run, params, source, ('saliency',))
+  assert set(attributed.maps) == {'saliency', 'random'}
+  maps = attributed.maps['saliency']
+  chex.assert_shape(maps, (5, 8, 8))
+  chex.assert_trees_all_close(
+      maps, explainer.maps['saliency'](params, images, targets, key),
+      atol=1e-5, rtol=1e-4)
+  curves = explainer.deletion_curve(params, images, targets, maps, False)
+  chex.assert_trees_all_close(attributed.curves['deletion']['saliency'],
+                              curves.mean(axis=1), atol=1e-5)
+  chex.assert_trees_all_close(
+      attributed.metrics['deletion_auc/saliency'],
+      float(attribution.curve_auc(curves).mean()), atol=1e-5)
+  chex.assert_shape(attributed.curves['insertion']['random'],
+                    (config.deletion.steps + 1,))
 
 
 def test_train_and_evaluate_explains_a_trained_digits_classifier(tmp_path):
@@ -381,15 +428,21 @@ def test_train_and_evaluate_explains_a_trained_digits_classifier(tmp_path):
               'filters', 'activations', 'activation_maximization',
               'sanity_check', 'sanity_maps'):
     assert (tmp_path / f'{png}.png').stat().st_size > 1000, png
+  results = (tmp_path / 'results.md').read_text()
+  assert f"| lime | {metrics['deletion_auc/lime']:.3g} |" in results
   summary = json.loads((tmp_path / 'summary.json').read_text())
   assert summary[config.tour.metric] == metrics[config.tour.metric]
   assert config.tour.baseline in metrics
-  # A second run reuses the trained classifier instead of training again.
+  # A second run restores the trained classifier: no training step runs.
   config.methods = ('saliency',)
   again = train.train_and_evaluate(config, str(tmp_path))
   assert again.metrics['classifier/test/accuracy'] == metrics[
       'classifier/test/accuracy']
   assert set(again.metrics) < set(metrics)
+  classifier = json.loads(
+      (tmp_path / 'classifier' / 'summary.json').read_text())
+  assert classifier['step'] == config.num_steps
+  assert 'train/loss' not in classifier
 
 
 def test_launcher_rejects_an_unknown_method_in_one_line(tmp_path):
