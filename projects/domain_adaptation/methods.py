@@ -10,6 +10,7 @@ evaluation on both domains' test sets.
 from typing import Callable
 
 import jax
+import jax.numpy as jnp
 import ml_collections
 import numpy as np
 import optax
@@ -68,11 +69,12 @@ def make_evaluator(model: dann.DANN, source_test: dict, target_test: dict,
 def make_task(method: str, config: ml_collections.ConfigDict,
               model: dann.DANN, source_train: dict, target_train: dict,
               evaluator: steps_lib.Evaluator, mesh, *,
-              pretrained: Callable[[], train_state_lib.TrainState] | None = None
+              pretrained: Callable[[], train_state_lib.TrainState]
               ) -> loop.Task:
   """The loop task that trains `method` on the (whole) training sets.
 
-  `pretrained()` gives the state whose network finetune starts from.
+  finetune starts from the parameters and batch statistics of the state that
+  `pretrained()` gives when the loop initializes it (its optimizer afresh).
   """
   num_steps, optimizer = config.num_steps, config.optimizer
   batch_size, unlabelled = config.batch_size, None
@@ -104,10 +106,12 @@ def make_task(method: str, config: ml_collections.ConfigDict,
   def init():
     state = train_state_lib.create_train_state(
         model, tx, labelled['image'][:1], jax.random.key(config.seed), mesh)
-    if pretrained is None:
+    if method != 'finetune':
       return state
-    start = pretrained()
-    return state.replace(params=start.params, model_state=start.model_state)
+    start = pretrained()  # copied: the train step donates its state
+    params, model_state = jax.tree.map(jnp.copy, (start.params,
+                                                  start.model_state))
+    return state.replace(params=params, model_state=model_state)
 
   def step(state, step):
     batch = batch_at(labelled, unlabelled, local_batch, step - 1, config.seed)
