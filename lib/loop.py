@@ -102,6 +102,20 @@ def write_json(workdir, name: str, value):
     (path / name).write_text(json.dumps(value, indent=1))
 
 
+def write_text(workdir, name: str, text: str):
+  """Writes WORKDIR/name on the chief only."""
+  if is_chief():
+    path = epath.Path(workdir)
+    path.mkdir(parents=True, exist_ok=True)
+    (path / name).write_text(text)
+
+
+def read_summary(workdir) -> dict:
+  """WORKDIR/summary.json of a finished run, or {}."""
+  path = epath.Path(workdir) / 'summary.json'
+  return json.loads(path.read_text()) if path.exists() else {}
+
+
 def fetch_means(pending: Sequence[Metrics], step: int,
                 remedy: str) -> dict[str, float]:
   """The means of the metrics of the steps ending at `step`.
@@ -151,6 +165,10 @@ def run(task: Task, workdir: str, cadence: Cadence, *,
         metadata: dict | None = None, hooks: Sequence[Hook] = ()) -> TrainResult:
   """Runs `task` from scratch, or resumes it from WORKDIR/checkpoints.
 
+  A run that had finished (its last checkpoint is the summary's step) returns
+  its restored state and saved summary without evaluating again, so a run of
+  stages re-run after a stop resumes at the stage that had not finished.
+
   `metadata` (e.g. {'config': config.to_dict()}) is saved with every
   checkpoint; its 'config' is also written to WORKDIR/config.json.
   """
@@ -164,10 +182,14 @@ def run(task: Task, workdir: str, cadence: Cadence, *,
   if start:
     state, restored = checkpoints.restore(state)
     loop = restored.get('loop', loop)
-  writer = metric_log.MetricWriter(workdir, resume_step=start) if is_chief() else None
   stopped_before = bool(cadence.patience) and (
       loop['evals_without_improvement'] >= cadence.patience)
   last_step = start if stopped_before else task.num_steps
+  finished = read_summary(workdir)
+  if start and start == last_step and finished.get('step') == start:
+    checkpoints.close()  # a finished run (a stage done before): as it ended
+    return TrainResult(state, finished)
+  writer = metric_log.MetricWriter(workdir, resume_step=start) if is_chief() else None
 
   def evaluate(state, step) -> dict[str, float]:
     if task.evaluate is None:
