@@ -13,8 +13,11 @@ Variants (`--config=projects/classification/config.py:VARIANT`):
 import ml_collections
 
 from lib import config as config_lib
+from lib.errors import ConfigError
 
 VARIANTS = ('quick', 'mnist', 'phonemes')
+DATASETS = ('digits', 'mnist', 'phonemes')
+ACTIVATIONS = ('relu', 'tanh')
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
@@ -73,3 +76,16 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     config.optimizer.warmup_steps = 1000
     config.tour.target = 0.7  # the course's medium level (2022)
   return config
+
+
+def validate(config: ml_collections.ConfigDict) -> None:
+  """Raises ConfigError naming the first unusable field this project adds.
+
+  The phoneme loader checks its own fields (context_frames, val_fraction).
+  """
+  if config.data.name not in DATASETS:
+    raise ConfigError(f'data.name={config.data.name!r}: choose one of '
+                      f'{DATASETS}')
+  if config.model.activation not in ACTIVATIONS:
+    raise ConfigError(f'model.activation={config.model.activation!r}: choose '
+                      f'one of {ACTIVATIONS}')

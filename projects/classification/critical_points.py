@@ -43,9 +43,10 @@ def flatten_loss(loss_of_params: Callable, params):
   return lambda x: loss_of_params(unravel(x)), flat, unravel
 
 
-def grad_norm_squared(loss_fn: Callable, x: jax.Array) -> jax.Array:
+def grad_norm_squared(loss_fn: Callable, x) -> jax.Array:
+  """|grad L(x)|^2, for a vector or any pytree `x`."""
   g = jax.grad(loss_fn)(x)
-  return jnp.vdot(g, g)
+  return optax.tree_utils.tree_vdot(g, g)
 
 
 def _minimize(objective: Callable, tx: optax.GradientTransformation,

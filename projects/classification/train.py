@@ -15,10 +15,9 @@ from lib import trainer
 from lib.data import embedded
 from lib.data import mnist_files
 from lib.data import splits
-from lib.errors import ConfigError
+from projects.classification import config as config_lib
 from projects.classification import phonemes
 
-DATASETS = ('digits', 'mnist', 'phonemes')
 ACTIVATIONS = {'relu': nn.relu, 'tanh': nn.tanh}
 
 
@@ -28,7 +27,10 @@ def _flat(images: np.ndarray, labels: np.ndarray, scale: float) -> dict:
 
 
 def load_data(config: ml_collections.ConfigDict) -> tuple[dict, dict, int]:
-  """(train, val, number of classes) as process-local dicts of numpy arrays."""
+  """(train, val, number of classes) as dicts of numpy arrays.
+
+  Expects a config that passed `config.validate`.
+  """
   data = config.data
   if data.name == 'digits':
     digits = embedded.load_digits()
@@ -41,11 +43,9 @@ def load_data(config: ml_collections.ConfigDict) -> tuple[dict, dict, int]:
     # MNIST has no validation split: the official 10k test set serves as one.
     return (_flat(mnist['train']['image'], mnist['train']['label'], 255.0),
             _flat(mnist['test']['image'], mnist['test']['label'], 255.0), 10)
-  if data.name == 'phonemes':
-    train, val = phonemes.load_phonemes(data.phoneme_dir, data.context_frames,
-                                        data.val_fraction, data.split_seed)
-    return train, val, phonemes.NUM_CLASSES
-  raise ConfigError(f'data.name={data.name!r}: choose one of {DATASETS}')
+  train, val = phonemes.load_phonemes(data.phoneme_dir, data.context_frames,
+                                      data.val_fraction, data.split_seed)
+  return train, val, phonemes.NUM_CLASSES
 
 
 def majority_class_accuracy(train: dict, val: dict) -> float:
@@ -55,17 +55,14 @@ def majority_class_accuracy(train: dict, val: dict) -> float:
 
 
 def make_model(config: ml_collections.ConfigDict, num_classes: int):
-  activation = config.model.activation
-  if activation not in ACTIVATIONS:
-    raise ConfigError(f'model.activation={activation!r}: choose one of '
-                      f'{sorted(ACTIVATIONS)}')
   return models.MLP(tuple(config.model.features), num_outputs=num_classes,
                     batch_norm=config.model.batch_norm,
                     dropout=config.model.dropout,
-                    activation=ACTIVATIONS[activation])
+                    activation=ACTIVATIONS[config.model.activation])
 
 
 def build(config: ml_collections.ConfigDict) -> trainer.Experiment:
+  config_lib.validate(config)
   train, val, num_classes = load_data(config)
   model = make_model(config, num_classes)
   loss_fn, eval_fn = classifier.classifier_fns(model)

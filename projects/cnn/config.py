@@ -25,8 +25,10 @@ import ml_collections
 
 from lib import config as config_lib
 from lib import image_classifier
+from lib.errors import ConfigError
 
 VARIANTS = ('quick', 'mnist', 'cifar10', 'cifar10_small', 'tfds')
+MODES = ('supervised', 'ensemble', 'pseudo_label')
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
@@ -110,3 +112,34 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     config.optimizer.schedule = 'cosine'
     config.optimizer.warmup_steps = 200
   return config
+
+
+def _is_count(value, least: int) -> bool:
+  return isinstance(value, int) and value >= least
+
+
+def validate(config: ml_collections.ConfigDict) -> None:
+  """Raises ConfigError naming the first unusable field this project adds.
+
+  The shared fields are checked by lib (lib.config.validate, the image
+  classifier's `build`).
+  """
+  if config.mode not in MODES:
+    raise ConfigError(f'config.mode={config.mode!r}: choose one of {MODES}')
+  if not _is_count(config.tta.shift, 0):
+    raise ConfigError(f'config.tta.shift={config.tta.shift!r} must be an '
+                      'integer >= 0')
+  members = config.ensemble.num_members
+  if not _is_count(members, 1):
+    raise ConfigError(f'config.ensemble.num_members={members!r} must be an '
+                      'integer >= 1')
+  settings = config.pseudo_label
+  if not 0.0 < settings.labelled_fraction < 1.0:
+    raise ConfigError('config.pseudo_label.labelled_fraction='
+                      f'{settings.labelled_fraction} must be in (0, 1)')
+  if not 0.0 <= settings.threshold < 1.0:
+    raise ConfigError(f'config.pseudo_label.threshold={settings.threshold} '
+                      'must be in [0, 1)')
+  if not _is_count(settings.rounds, 0):
+    raise ConfigError(f'config.pseudo_label.rounds={settings.rounds!r} must '
+                      'be an integer >= 0')

@@ -9,20 +9,6 @@ The unlabeled images' true labels are never passed to any function here.
 import numpy as np
 
 from lib.data import splits
-from lib.errors import ConfigError
-
-
-def validate(pseudo_label) -> None:
-  if not 0.0 < pseudo_label.labelled_fraction < 1.0:
-    raise ConfigError('config.pseudo_label.labelled_fraction='
-                      f'{pseudo_label.labelled_fraction} must be in (0, 1)')
-  if not 0.0 <= pseudo_label.threshold < 1.0:
-    raise ConfigError(f'config.pseudo_label.threshold='
-                      f'{pseudo_label.threshold} must be in [0, 1)')
-  rounds = pseudo_label.rounds
-  if not (isinstance(rounds, int) and rounds >= 0):
-    raise ConfigError(f'config.pseudo_label.rounds={rounds!r} must be an '
-                      'integer >= 0')
 
 
 def split_labelled(train: dict[str, np.ndarray], labelled_fraction: float,

@@ -1,5 +1,6 @@
 """HW2: context frames, training, critical points, loaders and the toolkit."""
 
+import json
 import os
 import subprocess
 import sys
@@ -14,12 +15,11 @@ import pytest
 from lib import errors
 from lib import metric_log
 from lib import models
-from lib import trainer
 from projects.classification import config as config_lib
 from projects.classification import context
 from projects.classification import critical_points as cp
+from projects.classification import experiments
 from projects.classification import phonemes
-from projects.classification import toolkit
 from projects.classification import train
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(__file__)))
@@ -48,18 +48,27 @@ def test_numpy_context_indices_match_concat_context_per_utterance():
   np.testing.assert_array_equal(joined, expected)
 
 
-def test_quick_config_learns(tmp_path):
+def test_quick_config_learns_as_a_toolkit_variant(tmp_path):
   config = config_lib.get_config('quick')
   config.num_steps = 200
   config.plots = False
-  result = trainer.train_and_evaluate(config, str(tmp_path),
-                                      train.build(config))
-  train_losses = [r['loss'] for r in metric_log.read_metrics(str(tmp_path))
+  table = experiments.run_variants({'quick (200 steps)': config},
+                                   str(tmp_path))
+  run_dir = tmp_path / 'quick'
+  train_losses = [r['loss'] for r in metric_log.read_metrics(str(run_dir))
                   if r['split'] == 'train']
   assert train_losses[-1] < 0.2 * train_losses[0]
-  baseline = result.metrics['baseline/majority_class_accuracy']
+  summary = json.loads((run_dir / 'summary.json').read_text())
+  baseline = summary['baseline/majority_class_accuracy']
   assert baseline < 0.2
-  assert result.metrics['val/accuracy'] > 0.9 > baseline + 0.5
+  assert summary['val/accuracy'] > 0.9 > baseline + 0.5
+  # The table's row: the variant, its steps and batch, then its metrics.
+  header, rule, row = table.splitlines()
+  assert header.startswith('| variant | steps | batch | val accuracy |')
+  cells = [cell.strip() for cell in row.strip('|').split('|')]
+  assert cells[:3] == ['quick (200 steps)', '200', '64']
+  assert float(cells[3]) == pytest.approx(summary['val/accuracy'], abs=1e-4)
+  assert (tmp_path / 'val_accuracy.png').exists()
 
 
 def test_unknown_config_variant_and_dataset():
@@ -68,6 +77,10 @@ def test_unknown_config_variant_and_dataset():
   config = config_lib.get_config()
   config.data.name = 'nope'
   with pytest.raises(errors.ConfigError, match='data.name'):
+    train.build(config)
+  config = config_lib.get_config()
+  config.model.activation = 'gelu'
+  with pytest.raises(errors.ConfigError, match='model.activation'):
     train.build(config)
 
 
@@ -145,13 +158,20 @@ def _write_phoneme_folder(root, lengths=(6, 4, 5, 3, 7)):
 
 
 def test_phoneme_loader_reads_npy_features(tmp_path):
-  _write_phoneme_folder(tmp_path)
+  names = _write_phoneme_folder(tmp_path)
   train_set, val_set = phonemes.load_phonemes(str(tmp_path), 3, 0.2, seed=0)
   assert train_set['input'].shape[1] == 3 * 39
   assert len(train_set['label']) + len(val_set['label']) == 25
   assert len(train_set['input']) == len(train_set['label'])
   assert train_set['label'].dtype == np.int32
-  assert 0 < len(val_set['label']) < 25
+  # 0.2 of 5 utterances: one is held out whole, its frames with context.
+  held_out = [name for name in names
+              if len(np.load(tmp_path / 'feat' / 'train' / f'{name}.npy'))
+              == len(val_set['label'])]
+  assert len(held_out) == 1
+  frames = np.load(tmp_path / 'feat' / 'train' / f'{held_out[0]}.npy')
+  np.testing.assert_allclose(val_set['input'],
+                             context.concat_context(frames, 3))
 
 
 def test_phoneme_config_builds(tmp_path):
@@ -176,7 +196,7 @@ def test_phoneme_loader_errors(tmp_path):
 
 def test_toolkit_unknown_experiment_fails_clearly(tmp_path):
   with pytest.raises(errors.ConfigError, match='unknown --experiment'):
-    toolkit.run_experiment('nope', config_lib.get_config(), str(tmp_path))
+    experiments.run_experiment('nope', config_lib.get_config(), str(tmp_path))
   done = subprocess.run(
       [sys.executable, '-m', 'projects.classification.toolkit',
        '--experiment=nope', f'--workdir={tmp_path}'],

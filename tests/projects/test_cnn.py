@@ -13,12 +13,15 @@ import pytest
 
 from lib import errors
 from lib import mesh as mesh_lib
+from lib import metric_log
 from lib import models
 from lib.data import images as image_data
-from projects.cnn import ablation
 from projects.cnn import config as config_lib
+from projects.cnn import ensemble
+from projects.cnn import evaluation
 from projects.cnn import pseudo_label
 from projects.cnn import train
+from projects.cnn import tricks
 from projects.cnn import tta
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(__file__)))
@@ -58,24 +61,31 @@ def small_cnn():
   return model, params, dict(variables)
 
 
-def test_predict_probs_shape_padding_and_sharded_equals_unsharded(small_cnn):
+def _probs(predictor, variables, images, batch_size):
+  return predictor(variables, {'image': images}, batch_size)['probs']
+
+
+def test_tta_predictor_shape_padding_and_sharded_equals_unsharded(small_cnn):
   model, params, model_state = small_cnn
+  variables = (params, model_state)
   images = np.random.default_rng(0).uniform(size=(13, 8, 8, 1)).astype(
       np.float32)
   mesh8 = mesh_lib.make_mesh()
   assert mesh8.size == 8
-  probs = tta.predict_probs(tta.make_predict_fn(model, mesh8, shift=1),
-                            params, model_state, images, 8, mesh8)
+  # The batch's other fields come back beside the probabilities, in order.
+  outputs = tta.make_predictor(model, mesh8, shift=1)(
+      variables, {'image': images, 'index': np.arange(13)}, 8)
+  np.testing.assert_array_equal(outputs['index'], np.arange(13))
+  probs = outputs['probs']
   chex.assert_shape(probs, (13, 10))
   chex.assert_tree_all_finite(probs)
   np.testing.assert_allclose(probs.sum(-1), 1.0, rtol=1e-5)
   mesh1 = mesh_lib.make_mesh(1)
-  single = tta.predict_probs(tta.make_predict_fn(model, mesh1, shift=1),
-                             params, model_state, images, 16, mesh1)
+  single = _probs(tta.make_predictor(model, mesh1, shift=1), variables,
+                  images, 16)
   np.testing.assert_allclose(probs, single, atol=1e-6)
   # Without TTA the probabilities are the model's own softmax.
-  plain = tta.predict_probs(tta.make_predict_fn(model, mesh8), params,
-                            model_state, images, 8, mesh8)
+  plain = _probs(tta.make_predictor(model, mesh8), variables, images, 8)
   logits = jax.jit(lambda x: models.apply_model(
       model, params, model_state, x, train=False)[0])(images)
   np.testing.assert_allclose(plain, jax.nn.softmax(logits), atol=1e-6)
@@ -88,11 +98,11 @@ def test_flip_tta_equals_plain_prediction_on_mirror_symmetric_images(
   images = np.random.default_rng(1).uniform(size=(16, 8, 8, 1))
   symmetric = ((images + images[:, :, ::-1]) / 2).astype(np.float32)
   mesh = mesh_lib.make_mesh()
-  plain_fn = tta.make_predict_fn(model, mesh)
-  flip_fn = tta.make_predict_fn(model, mesh, flip=True)
+  plain_fn = tta.make_predictor(model, mesh)
+  flip_fn = tta.make_predictor(model, mesh, flip=True)
 
-  def probs(predict_fn, x):
-    return tta.predict_probs(predict_fn, params, model_state, x, 8, mesh)
+  def probs(predictor, x):
+    return _probs(predictor, (params, model_state), x, 8)
 
   np.testing.assert_allclose(probs(flip_fn, symmetric),
                              probs(plain_fn, symmetric), atol=1e-6)
@@ -102,12 +112,24 @@ def test_flip_tta_equals_plain_prediction_on_mirror_symmetric_images(
 
 def test_ensemble_of_identical_members_equals_one_member():
   rng = np.random.default_rng(0)
-  probs = {'test': rng.dirichlet(np.ones(10), size=20)}
-  np.testing.assert_allclose(train.average_probs([probs, probs, probs])['test'],
-                             probs['test'])
-  other = {'test': rng.dirichlet(np.ones(10), size=20)}
-  np.testing.assert_allclose(train.average_probs([probs, other])['test'],
-                             (probs['test'] + other['test']) / 2)
+  labels = rng.integers(0, 10, size=20)
+  probs = {'test': {'probs': rng.dirichlet(np.ones(10), size=20),
+                    'label': labels}}
+  np.testing.assert_allclose(
+      ensemble.average_probs([probs, probs, probs])['test']['probs'],
+      probs['test']['probs'])
+  other = {'test': {'probs': rng.dirichlet(np.ones(10), size=20),
+                    'label': labels}}
+  averaged = ensemble.average_probs([probs, other])['test']
+  np.testing.assert_allclose(
+      averaged['probs'], (probs['test']['probs'] + other['test']['probs']) / 2)
+  np.testing.assert_array_equal(averaged['label'], labels)
+  metrics, curves = ensemble.summarize([probs, other])
+  assert [k for k, _ in curves['test/accuracy']] == [1, 2]
+  assert metrics['test/accuracy'] == evaluation.accuracy(averaged)
+  assert metrics['member_mean/test/accuracy'] == pytest.approx(
+      (metrics['member_0/test/accuracy'] + metrics['member_1/test/accuracy'])
+      / 2)
 
 
 def test_select_confident_respects_the_threshold():
@@ -150,27 +172,22 @@ def test_pseudo_labels_come_from_the_model_not_the_hidden_labels():
                                 unlabelled['image'][chosen])
 
 
-def test_augmented_training_learns_digits_and_reports_tta(tmp_path):
-  config = _tiny_config(num_steps=100, eval_every=100, label_smoothing=0.1)
-  config.model.channels = (32, 64)
-  config.augment.mixup_alpha = 0.2  # and the quick config's random crops
-  config.optimizer.update(schedule='cosine', warmup_steps=10,
-                          learning_rate=3e-3)
-  result = train.train_and_evaluate(config, str(tmp_path))
-  metrics = result.metrics
-  baseline = metrics['baseline/majority_class_accuracy']
-  assert baseline < 0.2
-  assert metrics['test/accuracy'] > 0.9 > baseline + 0.5
-  assert metrics['test/tta_accuracy'] > 0.9
-  summary = json.loads((tmp_path / 'summary.json').read_text())
-  assert summary['test/tta_accuracy'] == metrics['test/tta_accuracy']
+def _train_records(workdir):
+  return [r for r in metric_log.read_metrics(workdir) if r['split'] == 'train']
 
 
-def test_ensemble_mode_averages_its_members_softmax(tmp_path):
+def test_ensemble_mode_averages_its_members_softmax_and_resumes(tmp_path):
   config = _tiny_config(mode='ensemble', num_steps=20, eval_every=20)
-  config.ensemble.num_members = 2
   config.tta.shift = 0
+  config.ensemble.num_members = 1  # stops after the first member
+  first = train.train_and_evaluate(config, str(tmp_path))
+  member_0 = _train_records(tmp_path / 'member_0')
+  config.ensemble.num_members = 2
   result = train.train_and_evaluate(config, str(tmp_path))
+  # The finished member is restored, not trained again.
+  assert _train_records(tmp_path / 'member_0') == member_0
+  assert (result.metrics['member_0/test/accuracy'] ==
+          first.metrics['member_0/test/accuracy'])
   assert len(result.state) == 2
   assert (tmp_path / 'member_1' / 'summary.json').exists()
   data = image_data.load_images(config.data)
@@ -183,23 +200,30 @@ def test_ensemble_mode_averages_its_members_softmax(tmp_path):
         result.metrics[f'member_{member}/test/accuracy'],
         np.mean(np.argmax(member_probs, -1) == data.test['label']))
   assert not np.allclose(probs[0], probs[1], atol=1e-3)  # different seeds
-  ensemble = np.mean(np.argmax(probs[0] + probs[1], -1) == data.test['label'])
-  np.testing.assert_allclose(result.metrics['test/accuracy'], ensemble)
+  averaged = np.mean(np.argmax(probs[0] + probs[1], -1) == data.test['label'])
+  np.testing.assert_allclose(result.metrics['test/accuracy'], averaged)
+  summary = json.loads((tmp_path / 'summary.json').read_text())
+  assert summary['test/accuracy'] == result.metrics['test/accuracy']
 
 
 def test_pseudo_label_mode_trains_rounds(tmp_path):
-  config = _tiny_config(mode='pseudo_label')
-  config.pseudo_label.update(labelled_fraction=0.3, threshold=0.2, rounds=1)
-  result = train.train_and_evaluate(config, str(tmp_path))
-  metrics = result.metrics
-  num_train = metrics['labelled_examples'] + metrics['unlabelled_examples']
-  assert num_train == 1294
-  assert 0 < metrics['round_1/pseudo_labels'] <= metrics['unlabelled_examples']
-  assert 0.0 <= metrics['round_1/pseudo_label_accuracy'] <= 1.0
-  assert metrics['test/accuracy'] == metrics['round_1/test/accuracy']
+  config = _tiny_config(mode='pseudo_label', num_steps=60, eval_every=60)
+  config.model.channels = (16, 32)
+  config.optimizer.learning_rate = 3e-3
+  config.pseudo_label.update(labelled_fraction=0.3, threshold=0.5, rounds=1)
+  metrics = train.train_and_evaluate(config, str(tmp_path)).metrics
+  assert metrics['labelled_examples'] == 388
+  assert metrics['unlabelled_examples'] == 1294 - 388
+  # Round 0 learns from the 388 labels; its confident labels are nearly all
+  # right, and the threshold keeps only some of the unlabeled images.
+  chance = metrics['baseline/majority_class_accuracy']
+  assert chance < 0.2
   for key in ('round_0/test/accuracy', 'round_0/test/tta_accuracy',
-              'test/tta_accuracy'):
-    assert 0.0 <= metrics[key] <= 1.0
+              'test/accuracy', 'test/tta_accuracy'):
+    assert metrics[key] > chance + 0.4, key
+  assert metrics['round_1/pseudo_label_accuracy'] > 0.9
+  assert 0 < metrics['round_1/pseudo_labels'] < metrics['unlabelled_examples']
+  assert metrics['test/accuracy'] == metrics['round_1/test/accuracy']
   assert (tmp_path / 'round_1' / 'checkpoints').is_dir()
 
 
@@ -216,7 +240,7 @@ def test_pseudo_label_mode_trains_rounds(tmp_path):
 ])
 def test_bad_config_is_a_config_error(field, value, message):
   config = config_lib.get_config()
-  ablation.set_field(config, field, value)
+  config.update_from_flattened_dict({field: value})
   with pytest.raises(errors.ConfigError, match=message):
     train.build(config)
 
@@ -226,28 +250,30 @@ def test_config_variants():
     config_lib.get_config('nope')
   for variant in (None, *config_lib.VARIANTS):
     config = config_lib.get_config(variant)
-    train.validate(config)
+    config_lib.validate(config)
     assert config.project == 'cnn'
   cifar = config_lib.get_config('cifar10')
-  assert ablation.tricks_in(cifar) == list(ablation.TRICKS)
-  assert ablation.tricks_in(config_lib.get_config()) == ['crop + flip']
+  assert tricks.tricks_in(cifar) == list(tricks.TRICKS)
+  assert tricks.tricks_in(config_lib.get_config()) == ['crop + flip']
 
 
-def test_ablation_turns_off_exactly_one_trick():
+def test_ablation_turns_off_exactly_one_trick(tmp_path):
   config = config_lib.get_config('cifar10')
-  no_mixup = ablation.without(config, ['mixup'])
+  no_mixup = tricks.without(config, ['mixup'])
   assert no_mixup.augment.mixup_alpha == 0.0
   assert config.augment.mixup_alpha == 0.2  # the original is untouched
-  rest = ablation.tricks_in(no_mixup)
-  assert rest == [t for t in ablation.TRICKS if t != 'mixup']
-  none = ablation.without(config, ablation.TRICKS)
-  assert ablation.tricks_in(none) == []
+  rest = tricks.tricks_in(no_mixup)
+  assert rest == [t for t in tricks.TRICKS if t != 'mixup']
+  none = tricks.without(config, tricks.TRICKS)
+  assert tricks.tricks_in(none) == []
   assert none.optimizer.schedule == 'constant'
   assert none.tta == config.tta  # test-time augmentation is reported apart
-  table = ablation.markdown_table([
+  tricks.write_results([
       {'variant': 'all tricks', 'change': 'x', 'val': 0.5, 'test': 0.25,
-       'test_tta': None, 'seconds': 3.0}])
-  assert '| all tricks | x | 0.5000 | 0.2500 |  | 3 |' in table
+       'test_tta': None, 'seconds': 3}], str(tmp_path), 'title')
+  assert '| all tricks | x | 0.5 | 0.25 | - | 3 |' in (
+      tmp_path / 'ablation.md').read_text()
+  assert (tmp_path / 'ablation.png').exists()
 
 
 def test_tfds_variant_loads_by_name(tmp_path):
@@ -261,14 +287,22 @@ def test_tfds_variant_loads_by_name(tmp_path):
   assert len(experiment.train_data['label']) == 18
 
 
-def test_launch_train_quick_writes_summary(tmp_path):
+def test_launch_train_learns_digits_with_the_tricks_and_reports_tta(tmp_path):
+  overrides = dict(num_steps=100, eval_every=100, plots=False,
+                   label_smoothing=0.1, **{'augment.mixup_alpha': 0.2},
+                   **{'optimizer.schedule': 'cosine',
+                      'optimizer.warmup_steps': 10,
+                      'optimizer.learning_rate': 3e-3})
   done = subprocess.run(
       [sys.executable, '-m', 'launch.train',
        '--config=projects/cnn/config.py:quick', f'--workdir={tmp_path}',
-       '--config.num_steps=20', '--config.plots=False'],
+       *(f'--config.{name}={value}' for name, value in overrides.items())],
       cwd=REPO, capture_output=True, text=True, check=False)
   assert done.returncode == 0, done.stderr[-2000:]
   summary = json.loads((tmp_path / 'summary.json').read_text())
-  assert summary['step'] == 20
-  assert {'test/accuracy', 'test/tta_accuracy',
-          'baseline/majority_class_accuracy'} <= set(summary)
+  assert summary['step'] == 100
+  baseline = summary['baseline/majority_class_accuracy']
+  assert baseline < 0.2
+  # The quick config's random crops, mixup, label smoothing, warm-up + cosine.
+  assert summary['test/accuracy'] > 0.9 > baseline + 0.5
+  assert summary['test/tta_accuracy'] > 0.9

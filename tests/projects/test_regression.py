@@ -174,7 +174,8 @@ def test_launcher_trains_and_prints_metrics(tmp_path):
                    '--config.eval_every=20')
   assert result.returncode == 0, result.stderr[-2000:]
   printed = dict(line.split() for line in result.stdout.strip().splitlines())
-  assert float(printed['val/mse']) < float(
+  # 60 steps reach about half the mean predictor's error (3100 against 5954).
+  assert float(printed['val/mse']) < 0.7 * float(
       printed['baseline/mean_predictor_val_mse'])
   assert 'baseline/least_squares_val_mse' in printed
   assert (tmp_path / 'run' / 'summary.json').exists()
