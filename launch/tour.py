@@ -16,6 +16,7 @@ from absl import logging
 
 from launch import cli
 from lib import mesh as mesh_lib
+from lib import report
 from lib.errors import UserError
 
 _PROJECTS = flags.DEFINE_list(
@@ -44,14 +45,13 @@ def tour_row(name: str, workdir: str) -> dict:
 
 
 def markdown_table(rows: list[dict]) -> str:
-  lines = ['| project | metric | value | target | trivial baseline | met | '
-           'wall time (s) |', '|---|---|---|---|---|---|---|']
-  for r in rows:
-    lines.append(
-        f"| {r['project']} | {r['metric']} | {r['value']:.4g} | {r['target']}"
-        f" | {r['baseline']:.4g} ({r['baseline_name']}) | "
-        f"{'yes' if r['met'] else 'NO'} | {r['seconds']:.1f} |")
-  return '\n'.join(lines) + '\n'
+  return report.markdown_table(
+      [{**r, 'baseline': f"{r['baseline']:.4g} ({r['baseline_name']})",
+        'met': 'yes' if r['met'] else 'NO', 'seconds': f"{r['seconds']:.1f}"}
+       for r in rows],
+      {'project': 'project', 'metric': 'metric', 'value': 'value',
+       'target': 'target', 'baseline': 'trivial baseline', 'met': 'met',
+       'seconds': 'wall time (s)'})
 
 
 def main(argv):
