@@ -1,11 +1,9 @@
-"""Meta-testing: adapting on held-out episodes and summarising the query metrics.
+"""Meta-testing: adapting on held-out episodes, summarising query metrics.
 
 Each chunk of episodes is sharded over the mesh (every process draws the same
 chunk and passes its own rows), and the per-episode metrics come back
 replicated, so every process computes the same summary.
 """
-
-import os
 
 import jax
 import numpy as np
@@ -18,7 +16,7 @@ from projects.meta import problem as problem_lib
 
 
 class EpisodeEvaluator:
-  """Meta-tests parameters on a split's episodes (fixed ones, whatever the seed)."""
+  """Meta-tests parameters on a split's episodes (the same for every seed)."""
 
   def __init__(self, config, problem: problem_lib.Problem, mesh, *, ways: int,
                shots: int, query: int):
@@ -59,7 +57,7 @@ class EpisodeEvaluator:
 
 
 def summarize(per_episode: dict[str, np.ndarray]) -> dict[str, float]:
-  """{name, name_ci95, name_step0, name_step1} of [episodes, steps + 1] metrics."""
+  """{name, name_ci95, name_step0, name_step1} of [episodes, steps+1] values."""
   out = {}
   for name, per_step in per_episode.items():
     out[name], out[f'{name}_ci95'] = predict.mean_ci95(per_step[:, -1])
@@ -74,5 +72,5 @@ def plot_adaptation(per_episode: dict[str, np.ndarray], method: str, path: str):
   plots.plot_curves(
       {f'{method} {name}': list(enumerate(per_step.mean(0).tolist()))
        for name, per_step in per_episode.items()},
-      os.fspath(path), xlabel='inner steps', ylabel='meta-test query metric',
+      path, xlabel='inner steps', ylabel='meta-test query metric',
       title='adaptation on test episodes')

@@ -1,4 +1,4 @@
-r"""Reloads a trained meta-learner and meta-tests it on other N-way K-shot episodes.
+r"""Reloads a trained meta-learner, tests it on other N-way K-shot episodes.
 
   python -m projects.meta.evaluate --workdir=/tmp/maml --ways=5 --shots=1 \
       --episodes=600 [--query=15] [--split=test]

@@ -1,5 +1,5 @@
-"""Building the learners: the network, the method's meta loss, the initial state,
-and how a trained run adapts at meta-test time."""
+"""Building the learners: the network, the method's meta loss, the initial
+state, and how a trained run adapts at meta-test time."""
 
 import jax
 import jax.numpy as jnp
@@ -8,7 +8,7 @@ from lib import mesh as mesh_lib
 from lib import train_state as train_state_lib
 from projects.meta import algorithms
 from projects.meta import models
-from projects.meta.problem import Problem
+from projects.meta import problem as problem_lib
 
 
 def make_learner(config, num_outputs: int) -> models.Learner:
@@ -21,7 +21,7 @@ def make_learner(config, num_outputs: int) -> models.Learner:
                         num_outputs)
 
 
-def train_outputs(config, problem: Problem) -> int:
+def train_outputs(config, problem: problem_lib.Problem) -> int:
   """Width of the trained head: the ways, or all classes for pretraining."""
   if problem.regression:
     return 1
@@ -30,7 +30,7 @@ def train_outputs(config, problem: Problem) -> int:
   return config.task.ways
 
 
-def make_meta_learner(config, problem: Problem,
+def make_meta_learner(config, problem: problem_lib.Problem,
                       num_outputs: int) -> algorithms.MetaLearner:
   method = 'maml' if config.method == 'transfer' else config.method
   return algorithms.MetaLearner(
@@ -38,7 +38,8 @@ def make_meta_learner(config, problem: Problem,
       config.inner.steps, config.inner.task_map)
 
 
-def initial_state(config, problem: Problem, meta: algorithms.MetaLearner, tx,
+def initial_state(config, problem: problem_lib.Problem,
+                  meta: algorithms.MetaLearner, tx,
                   mesh) -> train_state_lib.TrainState:
   def init():
     params = meta.init(jax.random.key(config.seed), problem.sample_input())
@@ -49,7 +50,8 @@ def initial_state(config, problem: Problem, meta: algorithms.MetaLearner, tx,
   return jax.jit(init, out_shardings=mesh_lib.replicated(mesh))()
 
 
-def make_loss_fn(config, problem: Problem, meta: algorithms.MetaLearner):
+def make_loss_fn(config, problem: problem_lib.Problem,
+                 meta: algorithms.MetaLearner):
   """lib.steps' loss_fn(params, model_state, batch, key) for the method."""
   if config.method == 'transfer':
     def pretrain_loss(params, model_state, batch, key):
@@ -79,7 +81,7 @@ def make_loss_fn(config, problem: Problem, meta: algorithms.MetaLearner):
   return maml_loss
 
 
-def adaptation_setup(config, problem: Problem, params, ways: int):
+def adaptation_setup(config, problem: problem_lib.Problem, params, ways: int):
   """(MetaLearner, meta params, steps, head_only) to adapt at test time.
 
   The transfer baseline keeps its pretrained body and fits a new zero head;
