@@ -52,9 +52,25 @@ def check_variant(project: str, variant: str | None, variants):
                       f'{tuple(variants)} or none')
 
 
-def _require(ok: bool, message: str):
+def require(ok: bool, message: str):
+  """Raises ConfigError(message) unless `ok`: the one check configs build on."""
   if not ok:
     raise ConfigError(message)
+
+
+def require_choice(value, field: str, choices):
+  """`config.<field>` must be one of `choices`."""
+  require(value in tuple(choices),
+          f'config.{field}={value!r}: choose one of {tuple(choices)}')
+
+
+def require_distinct_choices(values, field: str, choices):
+  """`config.<field>` must be a non-empty tuple of distinct `choices`."""
+  values = tuple(values)
+  require(bool(values) and set(values) <= set(choices) and
+          len(set(values)) == len(values),
+          f'config.{field}={values!r}: choose distinct values from '
+          f'{tuple(choices)}')
 
 
 def validate(config: ml_collections.ConfigDict):
@@ -62,17 +78,17 @@ def validate(config: ml_collections.ConfigDict):
   for name in ('batch_size', 'num_steps', 'log_every', 'eval_every',
                'keep_checkpoints'):
     value = config[name]
-    _require(isinstance(value, int) and value > 0,
+    require(isinstance(value, int) and value > 0,
              f'config.{name}={value!r} must be a positive integer')
   for name in ('checkpoint_every', 'num_devices', 'seed'):
     value = config[name]
-    _require(isinstance(value, int) and value >= 0,
+    require(isinstance(value, int) and value >= 0,
              f'config.{name}={value!r} must be an integer >= 0')
   stopping = config.early_stopping
-  _require(stopping.mode in ('min', 'max'),
+  require(stopping.mode in ('min', 'max'),
            f"config.early_stopping.mode={stopping.mode!r} must be 'min' or 'max'")
-  _require(stopping.patience >= 0,
+  require(stopping.patience >= 0,
            f'config.early_stopping.patience={stopping.patience} must be >= 0')
-  _require(not stopping.patience or '/' in stopping.metric,
+  require(not stopping.patience or '/' in stopping.metric,
            'config.early_stopping.metric must name an eval metric as '
            f"'split/name' (e.g. 'val/loss'), got {stopping.metric!r}")

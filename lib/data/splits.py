@@ -49,3 +49,15 @@ def random_subset(source: Source, limit: int, seed: int) -> Source:
     return source
   chosen = np.random.default_rng(seed).permutation(size)[:limit]
   return take(source, np.sort(chosen))
+
+
+def contiguous_share(source: Source) -> Source:
+  """This process's contiguous share of a source every process holds whole.
+
+  A global batch drawn alike on every process gives each its own rows (its
+  devices' part of the sharded batch); outputs gathered process by process
+  come back in the source's order.
+  """
+  size = batches.num_examples(source)
+  shares = np.array_split(np.arange(size), jax.process_count())
+  return take(source, shares[jax.process_index()])

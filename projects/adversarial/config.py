@@ -32,6 +32,7 @@ Variants (`--config=projects/adversarial/config.py:VARIANT`):
 import ml_collections
 
 from lib import config as config_lib
+from lib.config import require
 from lib import image_classifier
 from lib.errors import ConfigError
 from projects.adversarial import attacks
@@ -165,81 +166,76 @@ def model_specs(config: ml_collections.ConfigDict,
   specs = []
   for item in names(config[field]):
     name, _, seed = item.partition(':')
-    _require(name in config.architectures and seed.isdigit(),
-             f'config.{field}={config[field]!r}: each entry must be name:seed '
-             f'with name one of {sorted(config.architectures)} and seed an '
-             f'integer >= 0, got {item!r}')
+    require(name in config.architectures and seed.isdigit(),
+            f'config.{field}={config[field]!r}: each entry must be name:seed '
+            f'with name one of {sorted(config.architectures)} and seed an '
+            f'integer >= 0, got {item!r}')
     specs.append((name, int(seed)))
   return specs
-
-
-def _require(ok: bool, message: str):
-  if not ok:
-    raise ConfigError(message)
 
 
 def _require_positive_ints(section: ml_collections.ConfigDict, path: str,
                            fields: tuple[str, ...]):
   for name in fields:
     value = section[name]
-    _require(isinstance(value, int) and value > 0,
-             f'config.{path}.{name}={value!r} must be a positive integer')
+    require(isinstance(value, int) and value > 0,
+            f'config.{path}.{name}={value!r} must be a positive integer')
 
 
 def _require_known(field: str, value: str, known: tuple[str, ...]):
   for name in names(value):
-    _require(name in known, f'config.{field}: {name!r} is not one of {known}')
+    require(name in known, f'config.{field}: {name!r} is not one of {known}')
 
 
 def validate(config: ml_collections.ConfigDict):
   """Raises ConfigError naming the first of this project's fields that is unusable."""
-  _require(config.mode in MODES,
-           f'config.mode={config.mode!r}: choose one of {MODES}')
+  require(config.mode in MODES,
+          f'config.mode={config.mode!r}: choose one of {MODES}')
   settings = config.attack
-  _require(0.0 <= settings.epsilon <= 1.0,
-           f'config.attack.epsilon={settings.epsilon} must be in [0, 1] '
-           '(pixels are in [0, 1])')
+  require(0.0 <= settings.epsilon <= 1.0,
+          f'config.attack.epsilon={settings.epsilon} must be in [0, 1] '
+          '(pixels are in [0, 1])')
   _require_positive_ints(settings, 'attack',
                          ('num_steps', 'batch_size', 'pgd_eval_steps'))
-  _require(settings.step_size > 0,
-           f'config.attack.step_size={settings.step_size} must be > 0')
-  _require(0.0 <= settings.diversity_prob <= 1.0,
-           f'config.attack.diversity_prob={settings.diversity_prob} must be '
-           'in [0, 1]')
-  _require(0.0 < settings.diversity_min_scale <= 1.0,
-           'config.attack.diversity_min_scale='
-           f'{settings.diversity_min_scale} must be in (0, 1]')
-  _require(settings.num_examples >= 0,
-           f'config.attack.num_examples={settings.num_examples} must be >= 0')
+  require(settings.step_size > 0,
+          f'config.attack.step_size={settings.step_size} must be > 0')
+  require(0.0 <= settings.diversity_prob <= 1.0,
+          f'config.attack.diversity_prob={settings.diversity_prob} must be '
+          'in [0, 1]')
+  require(0.0 < settings.diversity_min_scale <= 1.0,
+          'config.attack.diversity_min_scale='
+          f'{settings.diversity_min_scale} must be in (0, 1]')
+  require(settings.num_examples >= 0,
+          f'config.attack.num_examples={settings.num_examples} must be >= 0')
   _require_known('attack.names', settings.names, attacks.ATTACKS)
   defence = config.defence
   _require_known('defence.names', defence.names, defences.DEFENCES)
-  _require(not defence.attack or defence.attack in names(settings.names),
-           f'config.defence.attack={defence.attack!r} must be one of '
-           f'config.attack.names={settings.names!r}')
-  _require(1 <= defence.jpeg_quality <= 100,
-           f'config.defence.jpeg_quality={defence.jpeg_quality} must be in '
-           '[1, 100]')
-  _require(defence.median_size >= 1 and defence.median_size % 2 == 1,
-           f'config.defence.median_size={defence.median_size} must be odd '
-           'and >= 1')
-  _require(defence.gaussian_sigma > 0,
-           f'config.defence.gaussian_sigma={defence.gaussian_sigma} must be '
-           '> 0')
+  require(not defence.attack or defence.attack in names(settings.names),
+          f'config.defence.attack={defence.attack!r} must be one of '
+          f'config.attack.names={settings.names!r}')
+  require(1 <= defence.jpeg_quality <= 100,
+          f'config.defence.jpeg_quality={defence.jpeg_quality} must be in '
+          '[1, 100]')
+  require(defence.median_size >= 1 and defence.median_size % 2 == 1,
+          f'config.defence.median_size={defence.median_size} must be odd '
+          'and >= 1')
+  require(defence.gaussian_sigma > 0,
+          f'config.defence.gaussian_sigma={defence.gaussian_sigma} must be '
+          '> 0')
   training = config.adversarial_training
   _require_known('adversarial_training.methods', training.methods,
                  defences.ADVERSARIAL_TRAINING)
-  _require(training.model in config.architectures,
-           f'config.adversarial_training.model={training.model!r}: choose '
-           f'one of {sorted(config.architectures)}')
+  require(training.model in config.architectures,
+          f'config.adversarial_training.model={training.model!r}: choose '
+          f'one of {sorted(config.architectures)}')
   _require_positive_ints(training, 'adversarial_training', ('num_steps',))
   proxies = model_specs(config, 'proxies')
   victims = model_specs(config, 'victims')
   if config.mode == 'attack':
-    _require(proxies and victims, 'config.proxies and config.victims must '
-             'each name at least one model (name:seed)')
+    require(proxies and victims, 'config.proxies and config.victims must '
+            'each name at least one model (name:seed)')
     shared = sorted(set(proxies) & set(victims))
-    _require(not shared, f'config.victims shares {shared} with '
-             'config.proxies: a victim must be unseen by the attacker')
+    require(not shared, f'config.victims shares {shared} with '
+            'config.proxies: a victim must be unseen by the attacker')
   _require_positive_ints(config.universal, 'universal',
                          ('num_steps', 'batch_size'))

@@ -18,6 +18,7 @@ tfds:svhn_cropped, or folder:PATH for images in one folder per class.
 import ml_collections
 
 from lib import config as config_lib
+from lib.config import require
 from lib.errors import ConfigError
 from projects.domain_adaptation import domains
 
@@ -100,47 +101,39 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   return config
 
 
-def _require(ok: bool, message: str):
-  if not ok:
-    raise ConfigError(message)
-
-
 def validate(config: ml_collections.ConfigDict):
   """Raises ConfigError naming the first unusable field."""
   config_lib.validate(config)
   methods = tuple(config.methods)
-  _require(methods and set(methods) <= set(METHODS) and
-           len(set(methods)) == len(methods),
-           f'config.methods={methods!r}: choose distinct methods from '
-           f'{METHODS}')
-  _require('finetune' not in methods or 'source_only' in methods[
-      :methods.index('finetune')],
-           'config.methods: finetune starts from source_only\'s network, so '
-           'source_only must come before it')
+  config_lib.require_distinct_choices(methods, 'methods', METHODS)
+  require('finetune' not in methods or 'source_only' in methods[
+     :methods.index('finetune')],
+          'config.methods: finetune starts from source_only\'s network, so '
+          'source_only must come before it')
   domains.check_name('source', config.data.source)
   domains.check_name('target', config.data.target)
-  _require(isinstance(config.data.image_size, int) and
-           config.data.image_size >= 4,
-           f'config.data.image_size={config.data.image_size!r} must be an '
-           'integer >= 4')
+  require(isinstance(config.data.image_size, int) and
+          config.data.image_size >= 4,
+          f'config.data.image_size={config.data.image_size!r} must be an '
+          'integer >= 4')
   for name in ('max_train_examples', 'max_test_examples'):
     value = config.data[name]
-    _require(isinstance(value, int) and value >= 0,
-             f'config.data.{name}={value!r} must be an integer >= 0')
+    require(isinstance(value, int) and value >= 0,
+            f'config.data.{name}={value!r} must be an integer >= 0')
   d = config.dann
-  _require(d.lambda_max >= 0, f'config.dann.lambda_max={d.lambda_max} must '
-           'be >= 0')
-  _require(d.gamma > 0, f'config.dann.gamma={d.gamma} must be > 0')
-  _require(d.domain_weight >= 0, 'config.dann.domain_weight='
-           f'{d.domain_weight} must be >= 0')
+  require(d.lambda_max >= 0, f'config.dann.lambda_max={d.lambda_max} must '
+          'be >= 0')
+  require(d.gamma > 0, f'config.dann.gamma={d.gamma} must be > 0')
+  require(d.domain_weight >= 0, 'config.dann.domain_weight='
+          f'{d.domain_weight} must be >= 0')
   f = config.finetune
   for name in ('shots', 'num_steps'):
-    _require(isinstance(f[name], int) and f[name] > 0,
-             f'config.finetune.{name}={f[name]!r} must be a positive integer')
-  _require(f.learning_rate > 0, 'config.finetune.learning_rate='
-           f'{f.learning_rate} must be > 0')
-  _require(config.features_plot.method in PLOT_METHODS,
-           f'config.features_plot.method={config.features_plot.method!r}: '
-           f'choose one of {PLOT_METHODS}')
-  _require(config.features_plot.examples > 0,
-           'config.features_plot.examples must be > 0')
+    require(isinstance(f[name], int) and f[name] > 0,
+            f'config.finetune.{name}={f[name]!r} must be a positive integer')
+  require(f.learning_rate > 0, 'config.finetune.learning_rate='
+          f'{f.learning_rate} must be > 0')
+  require(config.features_plot.method in PLOT_METHODS,
+          f'config.features_plot.method={config.features_plot.method!r}: '
+          f'choose one of {PLOT_METHODS}')
+  require(config.features_plot.examples > 0,
+          'config.features_plot.examples must be > 0')

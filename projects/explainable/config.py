@@ -20,6 +20,7 @@ reuses it. `methods` lists what is explained (see projects/explainable/train.py)
 import ml_collections
 
 from lib import config as config_lib
+from lib.config import require
 from lib import image_classifier
 from lib.errors import ConfigError
 from projects.explainable import attribution
@@ -135,72 +136,64 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   return config
 
 
-def _require(ok: bool, message: str):
-  if not ok:
-    raise ConfigError(message)
-
-
 def _positive_int(value, name: str):
-  _require(isinstance(value, int) and value > 0,
-           f'config.{name}={value!r} must be a positive integer')
-
-
-def _choice(value, name: str, choices):
-  _require(value in choices, f'config.{name}={value!r}: choose one of '
-           f'{tuple(choices)}')
+  require(isinstance(value, int) and value > 0,
+          f'config.{name}={value!r} must be a positive integer')
 
 
 def validate(config: ml_collections.ConfigDict):
   """Raises ConfigError naming the first unusable field."""
   config_lib.validate(config)
   methods = tuple(config.methods)
-  _require(methods and set(methods) <= set(METHODS) and
-           len(set(methods)) == len(methods),
-           f'config.methods={methods!r}: choose distinct methods from '
-           f'{METHODS}')
+  config_lib.require_distinct_choices(methods, 'methods', METHODS)
   for name in ('num_images', 'num_metric_images'):
     _positive_int(config[name], name)
-  _require(config.num_metric_images >= config.num_images,
-           f'config.num_metric_images={config.num_metric_images} must be >= '
-           f'config.num_images={config.num_images} (the figure shows the '
-           'first of them)')
-  _require(isinstance(config.chunk, int) and config.chunk >= 0,
-           f'config.chunk={config.chunk!r} must be an integer >= 0')
-  _choice(config.target, 'target', ('label', 'predicted'))
-  _require(config.blur_sigma > 0,
-           f'config.blur_sigma={config.blur_sigma} must be > 0')
+  require(config.num_metric_images >= config.num_images,
+          f'config.num_metric_images={config.num_metric_images} must be >= '
+          f'config.num_images={config.num_images} (the figure shows the '
+          'first of them)')
+  require(isinstance(config.chunk, int) and config.chunk >= 0,
+          f'config.chunk={config.chunk!r} must be an integer >= 0')
+  config_lib.require_choice(config.target, 'target', ('label', 'predicted'))
+  require(config.blur_sigma > 0,
+          f'config.blur_sigma={config.blur_sigma} must be > 0')
   _positive_int(config.smoothgrad.num_samples, 'smoothgrad.num_samples')
-  _require(config.smoothgrad.noise_level >= 0,
-           f'config.smoothgrad.noise_level={config.smoothgrad.noise_level} '
-           'must be >= 0')
+  require(config.smoothgrad.noise_level >= 0,
+          f'config.smoothgrad.noise_level={config.smoothgrad.noise_level} '
+          'must be >= 0')
   ig = config.integrated_gradients
   _positive_int(ig.steps, 'integrated_gradients.steps')
-  _choice(ig.rule, 'integrated_gradients.rule', attribution.IG_RULES)
-  _choice(ig.baseline, 'integrated_gradients.baseline', attribution.BASELINES)
+  config_lib.require_choice(ig.rule, 'integrated_gradients.rule',
+                            attribution.IG_RULES)
+  config_lib.require_choice(ig.baseline, 'integrated_gradients.baseline',
+                            attribution.BASELINES)
   for name in ('patch', 'stride'):
     _positive_int(config.occlusion[name], f'occlusion.{name}')
-  _choice(config.occlusion.fill, 'occlusion.fill', attribution.BASELINES)
+  config_lib.require_choice(config.occlusion.fill, 'occlusion.fill',
+                            attribution.BASELINES)
   lime = config.lime
   for name in ('grid', 'num_samples'):
     _positive_int(lime[name], f'lime.{name}')
-  _require(lime.kernel_width > 0,
-           f'config.lime.kernel_width={lime.kernel_width} must be > 0')
-  _require(lime.ridge > 0, f'config.lime.ridge={lime.ridge} must be > 0')
-  _choice(lime.fill, 'lime.fill', attribution.BASELINES)
-  _choice(lime.output, 'lime.output', attribution.LIME_OUTPUTS)
+  require(lime.kernel_width > 0,
+          f'config.lime.kernel_width={lime.kernel_width} must be > 0')
+  require(lime.ridge > 0, f'config.lime.ridge={lime.ridge} must be > 0')
+  config_lib.require_choice(lime.fill, 'lime.fill', attribution.BASELINES)
+  config_lib.require_choice(lime.output, 'lime.output',
+                            attribution.LIME_OUTPUTS)
   _positive_int(config.deletion.steps, 'deletion.steps')
-  _choice(config.deletion.fill, 'deletion.fill', attribution.BASELINES)
+  config_lib.require_choice(config.deletion.fill, 'deletion.fill',
+                            attribution.BASELINES)
   _positive_int(config.filters.num_channels, 'filters.num_channels')
   am = config.activation_maximization
   for name in ('steps', 'num_channels'):
     _positive_int(am[name], f'activation_maximization.{name}')
   for name in ('learning_rate', 'l2', 'tv'):
-    _require(am[name] >= 0, f'config.activation_maximization.{name}='
-             f'{am[name]} must be >= 0')
-  _require(isinstance(am.jitter, int) and am.jitter >= 0,
-           f'config.activation_maximization.jitter={am.jitter!r} must be an '
-           'integer >= 0')
+    require(am[name] >= 0, f'config.activation_maximization.{name}='
+            f'{am[name]} must be >= 0')
+  require(isinstance(am.jitter, int) and am.jitter >= 0,
+          f'config.activation_maximization.jitter={am.jitter!r} must be an '
+          'integer >= 0')
   sanity_methods = tuple(config.sanity.methods)
-  _require(set(sanity_methods) <= set(explainer.ATTRIBUTION_METHODS),
-           f'config.sanity.methods={sanity_methods!r}: choose from '
-           f'{explainer.ATTRIBUTION_METHODS}')
+  require(set(sanity_methods) <= set(explainer.ATTRIBUTION_METHODS),
+          f'config.sanity.methods={sanity_methods!r}: choose from '
+          f'{explainer.ATTRIBUTION_METHODS}')

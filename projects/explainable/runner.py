@@ -59,14 +59,6 @@ def explained_images(test: Source, config: ml_collections.ConfigDict) -> Source:
   return splits.take(test, np.concatenate([shown, drawn]))
 
 
-def process_share(source: Source) -> Source:
-  """This process's contiguous share of `source`: gathered process by
-  process, the outputs keep the source's order."""
-  size = batches_lib.num_examples(source)
-  shares = np.array_split(np.arange(size), jax.process_count())
-  return splits.take(source, shares[jax.process_index()])
-
-
 def _per_example_fns(explainer: explainer_lib.Explainer) -> dict:
   """fn(params, batch, key) -> per-example outputs, by name.
 
@@ -121,8 +113,9 @@ class Runner:
     process holds whole), in order: one batch, padded to the mesh."""
     count = batches_lib.num_examples(source)
     batch_size = -(-count // self.mesh.size) * self.mesh.size
-    return self._predictors[name](params, process_share(source), batch_size,
-                                  self.key, all_processes=True)
+    return self._predictors[name](
+        params, splits.contiguous_share(source), batch_size, self.key,
+        all_processes=True)
 
 
 @dataclasses.dataclass

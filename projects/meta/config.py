@@ -20,6 +20,7 @@ import jax
 import ml_collections
 
 from lib import config as config_lib
+from lib.config import require
 from lib.errors import ConfigError
 from projects.meta import algorithms
 from projects.meta import models
@@ -101,15 +102,10 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   return config
 
 
-def _check(ok: bool, message: str):
-  if not ok:
-    raise ConfigError(message)
-
-
 def _check_choice(config, name: str, choices):
   group, field = name.split('.') if '.' in name else (None, name)
   value = config[group][field] if group else config[field]
-  _check(value in choices, f'config.{name}={value!r}: choose one of {choices}')
+  require(value in choices, f'config.{name}={value!r}: choose one of {choices}')
 
 
 def validate(config: ml_collections.ConfigDict):
@@ -128,22 +124,22 @@ def validate(config: ml_collections.ConfigDict):
                        ('data', ('image_size',))):
     for name in names:
       value = config[group][name]
-      _check(isinstance(value, int) and value > 0,
-             f'config.{group}.{name}={value!r} must be a positive integer')
-  _check(config.inner.eval_steps >= 0 and config.transfer.finetune_steps >= 0,
-         'config.inner.eval_steps and config.transfer.finetune_steps must be '
-         '>= 0')
+      require(isinstance(value, int) and value > 0,
+              f'config.{group}.{name}={value!r} must be a positive integer')
+  require(config.inner.eval_steps >= 0 and config.transfer.finetune_steps >= 0,
+          'config.inner.eval_steps and config.transfer.finetune_steps must be '
+          '>= 0')
   for group, field in (('inner', 'lr'), ('transfer', 'finetune_lr')):
-    _check(config[group][field] > 0, f'config.{group}.{field} must be > 0')
+    require(config[group][field] > 0, f'config.{group}.{field} must be > 0')
   _check_choice(config, 'inner.task_map', algorithms.TASK_MAPS)
   _check_choice(config, 'model.downsample', models.DOWNSAMPLES)
   _check_choice(config, 'model.conv_impl', models.CONV_IMPLS)
-  _check(config.data.name != 'sinusoid' or config.task.ways == 1,
-         'config.task.ways must be 1 for sinusoid regression')
-  _check(config.data.name == 'sinusoid' or config.task.ways > 1,
-         'config.task.ways must be > 1 for classification')
+  require(config.data.name != 'sinusoid' or config.task.ways == 1,
+          'config.task.ways must be 1 for sinusoid regression')
+  require(config.data.name == 'sinusoid' or config.task.ways > 1,
+          'config.task.ways must be > 1 for classification')
   num_devices = config.num_devices or jax.device_count()
   for name, value in (('batch_size', config.batch_size),
                       ('eval.batch_episodes', config.eval.batch_episodes)):
-    _check(value % num_devices == 0, f'config.{name}={value} must be a '
-           f'multiple of the number of devices ({num_devices})')
+    require(value % num_devices == 0, f'config.{name}={value} must be a '
+            f'multiple of the number of devices ({num_devices})')

@@ -7,10 +7,9 @@ run on one process and on several sees the same tasks.
 
 import dataclasses
 
-import jax
 import numpy as np
 
-from lib.data import batches as batches_lib
+from lib.data import splits
 from projects.meta import tasks as tasks_lib
 
 EVAL_SEED = 20220615  # episodes do not change with config.seed
@@ -74,14 +73,6 @@ def load_problem(config) -> Problem:
   return Problem(data.name, {'train': train, 'val': val, 'test': test})
 
 
-def process_rows(batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-  """This process's contiguous share of a global batch (its devices' rows)."""
-  size = len(next(iter(batch.values())))
-  local = batches_lib.local_batch_size(size)
-  start = jax.process_index() * local
-  return {name: value[start:start + local] for name, value in batch.items()}
-
-
 def train_batch(config, problem: Problem, step: int) -> dict[str, np.ndarray]:
   """This process's rows of step `step`'s meta batch (or pretraining batch)."""
   rng = np.random.default_rng([config.seed, step])
@@ -91,7 +82,7 @@ def train_batch(config, problem: Problem, step: int) -> dict[str, np.ndarray]:
     t = config.task
     batch = problem.episodes('train', rng, config.batch_size, t.ways, t.shots,
                              t.query)
-  return process_rows(batch)
+  return splits.contiguous_share(batch)
 
 
 def episode_chunks(problem: Problem, split: str, num_episodes: int,
@@ -103,7 +94,7 @@ def episode_chunks(problem: Problem, split: str, num_episodes: int,
   """
   rng = np.random.default_rng([EVAL_SEED, SPLITS.index(split)])
   for _ in range(-(-num_episodes // chunk)):
-    yield process_rows(problem.episodes(split, rng, chunk, ways, shots, query))
+    yield splits.contiguous_share(problem.episodes(split, rng, chunk, ways, shots, query))
 
 
 def baselines(config, problem: Problem) -> dict[str, float]:

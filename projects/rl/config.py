@@ -69,6 +69,7 @@ Fields beyond lib.config.base_config():
 import ml_collections
 
 from lib import config as config_lib
+from lib.config import require
 from lib.errors import ConfigError
 
 VARIANTS = ('quick', 'reinforce', 'a2c', 'curiosity', 'shaping', 'bc', 'gail',
@@ -167,66 +168,61 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   return config
 
 
-def _require(ok: bool, message: str):
-  if not ok:
-    raise ConfigError(message)
-
-
 def validate(config: ml_collections.ConfigDict):
   """Raises ConfigError naming the first field no run could use."""
   config_lib.validate(config)
-  _require(config.algorithm in ALGORITHMS,
-           f'config.algorithm={config.algorithm!r}: choose one of {ALGORITHMS}')
-  _require(config.env.backend in BACKENDS,
-           f'config.env.backend={config.env.backend!r}: choose one of '
-           f'{BACKENDS}')
+  require(config.algorithm in ALGORITHMS,
+          f'config.algorithm={config.algorithm!r}: choose one of {ALGORITHMS}')
+  require(config.env.backend in BACKENDS,
+          f'config.env.backend={config.env.backend!r}: choose one of '
+          f'{BACKENDS}')
   for name in ('num_seeds', 'env.num_envs', 'env.rollout_length',
                'ppo.epochs', 'ppo.minibatches', 'gail.discriminator_steps',
                'bc.steps_per_update', 'eval.episodes'):
     group, _, field = name.rpartition('.')
     value = (config[group] if group else config)[field]
-    _require(isinstance(value, int) and value > 0,
-             f'config.{name}={value!r} must be a positive integer')
-  _require(0.0 < config.gamma <= 1.0,
-           f'config.gamma={config.gamma} must lie in (0, 1]')
-  _require(0.0 <= config.gae_lambda <= 1.0,
-           f'config.gae_lambda={config.gae_lambda} must lie in [0, 1]')
-  _require(config.reinforce.returns in REINFORCE_RETURNS,
-           f'config.reinforce.returns={config.reinforce.returns!r}: choose '
-           f'one of {REINFORCE_RETURNS}')
-  _require(config.a2c.target in A2C_TARGETS,
-           f'config.a2c.target={config.a2c.target!r}: choose one of '
-           f'{A2C_TARGETS}')
-  _require(config.gail.reward in ('softplus', 'logit'),
-           f"config.gail.reward={config.gail.reward!r}: choose 'softplus' or "
-           "'logit'")
-  _require(config.ppo.clip_eps > 0,
-           f'config.ppo.clip_eps={config.ppo.clip_eps} must be > 0')
+    require(isinstance(value, int) and value > 0,
+            f'config.{name}={value!r} must be a positive integer')
+  require(0.0 < config.gamma <= 1.0,
+          f'config.gamma={config.gamma} must lie in (0, 1]')
+  require(0.0 <= config.gae_lambda <= 1.0,
+          f'config.gae_lambda={config.gae_lambda} must lie in [0, 1]')
+  require(config.reinforce.returns in REINFORCE_RETURNS,
+          f'config.reinforce.returns={config.reinforce.returns!r}: choose '
+          f'one of {REINFORCE_RETURNS}')
+  require(config.a2c.target in A2C_TARGETS,
+          f'config.a2c.target={config.a2c.target!r}: choose one of '
+          f'{A2C_TARGETS}')
+  require(config.gail.reward in ('softplus', 'logit'),
+          f"config.gail.reward={config.gail.reward!r}: choose 'softplus' or "
+          "'logit'")
+  require(config.ppo.clip_eps > 0,
+          f'config.ppo.clip_eps={config.ppo.clip_eps} must be > 0')
   batch = config.env.num_envs * config.env.rollout_length
-  _require(batch % config.ppo.minibatches == 0,
-           f'config.ppo.minibatches={config.ppo.minibatches} must divide the '
-           f'rollout (env.num_envs x env.rollout_length = {batch})')
-  _require(config.curiosity.coef >= 0,
-           f'config.curiosity.coef={config.curiosity.coef} must be >= 0')
+  require(batch % config.ppo.minibatches == 0,
+          f'config.ppo.minibatches={config.ppo.minibatches} must divide the '
+          f'rollout (env.num_envs x env.rollout_length = {batch})')
+  require(config.curiosity.coef >= 0,
+          f'config.curiosity.coef={config.curiosity.coef} must be >= 0')
   from projects.rl import envs  # pylint: disable=g-import-not-at-top
-  _require(config.shaping.potential in ('', *envs.POTENTIALS),
-           f'config.shaping.potential={config.shaping.potential!r}: choose '
-           f"'' or one of {tuple(envs.POTENTIALS)}")
-  _require(config.eval.policy in EVAL_POLICIES,
-           f'config.eval.policy={config.eval.policy!r}: choose one of '
-           f'{EVAL_POLICIES}')
-  _require(config.model.activation in ('tanh', 'relu'),
-           f"config.model.activation={config.model.activation!r}: choose 'tanh'"
-           " or 'relu'")
+  require(config.shaping.potential in ('', *envs.POTENTIALS),
+          f'config.shaping.potential={config.shaping.potential!r}: choose '
+          f"'' or one of {tuple(envs.POTENTIALS)}")
+  require(config.eval.policy in EVAL_POLICIES,
+          f'config.eval.policy={config.eval.policy!r}: choose one of '
+          f'{EVAL_POLICIES}')
+  require(config.model.activation in ('tanh', 'relu'),
+          f"config.model.activation={config.model.activation!r}: choose 'tanh'"
+          " or 'relu'")
   for name in ('model.hidden', 'curiosity.hidden', 'gail.hidden'):
     group, field = name.split('.')
     hidden = tuple(config[group][field])
-    _require(all(isinstance(w, int) and w > 0 for w in hidden),
-             f'config.{name}={hidden} must be positive integers')
+    require(all(isinstance(w, int) and w > 0 for w in hidden),
+            f'config.{name}={hidden} must be positive integers')
   for name in ('eval_every', 'checkpoint_every', 'num_steps'):
-    _require(config[name] % config.log_every == 0,
-             f'config.{name}={config[name]} must be a multiple of '
-             f'config.log_every={config.log_every} (updates per jitted call)')
+    require(config[name] % config.log_every == 0,
+            f'config.{name}={config[name]} must be a multiple of '
+            f'config.log_every={config.log_every} (updates per jitted call)')
   if config.env.backend == 'gymnasium':
-    _require(config.algorithm == 'ppo' and config.num_seeds == 1,
-             "env.backend='gymnasium' runs PPO with num_seeds=1")
+    require(config.algorithm == 'ppo' and config.num_seeds == 1,
+            "env.backend='gymnasium' runs PPO with num_seeds=1")

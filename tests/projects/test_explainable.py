@@ -433,16 +433,19 @@ def test_train_and_evaluate_explains_a_trained_digits_classifier(tmp_path):
   summary = json.loads((tmp_path / 'summary.json').read_text())
   assert summary[config.tour.metric] == metrics[config.tour.metric]
   assert config.tour.baseline in metrics
-  # A second run restores the trained classifier: no training step runs.
+  # A second run restores the trained classifier: no training step runs, and
+  # its stage's records and summary stay as the first run left them.
+  stage = tmp_path / 'classifier'
+  before = [(stage / name).read_text() for name in ('summary.json',
+                                                    'metrics.jsonl')]
   config.methods = ('saliency',)
   again = train.train_and_evaluate(config, str(tmp_path))
   assert again.metrics['classifier/test/accuracy'] == metrics[
       'classifier/test/accuracy']
   assert set(again.metrics) < set(metrics)
-  classifier = json.loads(
-      (tmp_path / 'classifier' / 'summary.json').read_text())
-  assert classifier['step'] == config.num_steps
-  assert 'train/loss' not in classifier
+  assert [(stage / name).read_text() for name in ('summary.json',
+                                                  'metrics.jsonl')] == before
+  assert json.loads(before[0])['step'] == config.num_steps
 
 
 def test_launcher_rejects_an_unknown_method_in_one_line(tmp_path):
