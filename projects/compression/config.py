@@ -14,12 +14,14 @@ Variants (`--config=projects/compression/config.py:VARIANT`):
 
 `method`: baseline | distill | prune | quantize | cluster | early_exit | all
 (see train.py). `model` is the student, `teacher.model` the teacher.
+`validate(config)` checks every field before anything loads or trains.
 """
 
 import ml_collections
 
 from lib import config as config_lib
 from lib import image_classifier
+from lib.errors import ConfigError
 
 VARIANTS = ('quick', 'cifar10', 'mnist', 'tfds')
 
@@ -119,3 +121,73 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     config.early_exit.update(channels=(64, 128, 128, 256), num_steps=20000)
     config.tour.target = 0.85
   return config
+
+
+METHODS = ('baseline', 'distill', 'prune', 'quantize', 'cluster',
+           'early_exit', 'all')
+SOURCES = ('distilled', 'student')  # what compress_from may name
+
+
+def _require(ok: bool, message: str):
+  if not ok:
+    raise ConfigError(message)
+
+
+def _positive_int(value) -> bool:
+  return isinstance(value, int) and value > 0
+
+
+def validate(config: ml_collections.ConfigDict) -> None:
+  """Raises ConfigError naming the first field with an unusable value."""
+  config_lib.validate(config)
+  _require(config.method in METHODS,
+           f'config.method={config.method!r}: choose one of {METHODS}')
+  _require(config.compress_from in SOURCES, f'config.compress_from='
+           f'{config.compress_from!r}: choose one of {SOURCES}')
+  _require(_positive_int(config.max_params),
+           f'config.max_params={config.max_params!r} must be a positive '
+           'integer')
+  _require(isinstance(config.model.rank, int) and config.model.rank >= 0,
+           f'config.model.rank={config.model.rank!r} must be an integer >= 0 '
+           '(0: full-rank pointwise convs)')
+  _require(config.model.name == 'separable' or not config.model.rank,
+           'config.model.rank > 0 needs config.model.name=\'separable\'')
+  _require(_positive_int(config.teacher.num_steps),
+           f'config.teacher.num_steps={config.teacher.num_steps!r} must be a '
+           'positive integer')
+  _require(config.distill.temperature > 0, 'config.distill.temperature='
+           f'{config.distill.temperature} must be > 0')
+  _require(0.0 <= config.distill.alpha <= 1.0,
+           f'config.distill.alpha={config.distill.alpha} must be in [0, 1]')
+  prune = config.prune
+  for name in ('sparsities', 'structured_fractions'):
+    _require(all(0.0 <= s < 1.0 for s in prune[name]),
+             f'config.prune.{name}={prune[name]} must each be in [0, 1)')
+  _require(prune.scope in ('global', 'layer'), f'config.prune.scope='
+           f"{prune.scope!r}: choose 'global' or 'layer'")
+  _require(_positive_int(prune.rounds),
+           f'config.prune.rounds={prune.rounds!r} must be a positive integer')
+  _require(isinstance(prune.finetune_steps, int) and prune.finetune_steps >= 0,
+           f'config.prune.finetune_steps={prune.finetune_steps!r} must be an '
+           'integer >= 0')
+  _require(prune.learning_rate > 0, 'config.prune.learning_rate='
+           f'{prune.learning_rate} must be > 0')
+  _require(not prune.structured_fractions or config.model.name == 'separable',
+           'config.prune.structured_fractions needs the separable student '
+           "(config.model.name='separable')")
+  for name in ('quantize', 'cluster'):
+    _require(all(isinstance(b, int) and 2 <= b <= 8 for b in config[name].bits),
+             f'config.{name}.bits={config[name].bits} must each be an integer '
+             'in [2, 8]')
+  _require(_positive_int(config.cluster.num_iterations),
+           'config.cluster.num_iterations must be a positive integer')
+  exits = config.early_exit
+  _require(len(exits.channels) == len(exits.strides),
+           'config.early_exit.channels and config.early_exit.strides must '
+           'have the same length')
+  _require(all(0 <= e < len(exits.channels) - 1 for e in exits.exits),
+           f'config.early_exit.exits={exits.exits} must be block indices in '
+           f'[0, {len(exits.channels) - 1})')
+  _require(_positive_int(exits.num_steps),
+           f'config.early_exit.num_steps={exits.num_steps!r} must be a '
+           'positive integer')

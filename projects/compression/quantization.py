@@ -10,9 +10,12 @@ Clustering (Han et al. 2016's weight sharing): 1-D k-means on each kernel's
 weights, k = 2^bits; each weight becomes its centroid, stored as a `bits`-bit
 index into a float32 codebook.
 
+Each kernel is compressed by one jitted function per shape and setting.
 Only kernels (conv filters, weight matrices) are compressed; biases and batch
 norm stay float32 and are counted as such.
 """
+
+import functools
 
 import jax
 import jax.numpy as jnp
@@ -26,6 +29,7 @@ def _check_bits(bits: int):
     raise ValueError(f'bits={bits} must be in [2, 8]')
 
 
+@functools.partial(jax.jit, static_argnames=('bits', 'per_channel'))
 def quantize_tensor(w: jax.Array, bits: int, per_channel: bool = True):
   """(integers int8 [w.shape], float32 scale broadcastable to w)."""
   _check_bits(bits)
@@ -42,14 +46,16 @@ def _map_kernels(fn, tree):
       lambda path, x: fn(x) if measure.is_kernel(path, x) else x, tree)
 
 
+@functools.partial(jax.jit, static_argnames=('bits', 'per_channel'))
+def _dequantized(w: jax.Array, bits: int, per_channel: bool) -> jax.Array:
+  q, scale = quantize_tensor(w, bits, per_channel)
+  return q.astype(w.dtype) * scale
+
+
 def fake_quantize(params, bits: int, per_channel: bool = True):
   """`params` with every kernel replaced by its dequantized `bits`-bit version."""
-
-  def dequantize(w):
-    q, scale = quantize_tensor(w, bits, per_channel)
-    return q.astype(w.dtype) * scale
-
-  return _map_kernels(dequantize, params)
+  _check_bits(bits)
+  return _map_kernels(lambda w: _dequantized(w, bits, per_channel), params)
 
 
 def pack_bits(q: np.ndarray, bits: int) -> np.ndarray:
@@ -104,15 +110,16 @@ def kmeans_1d(values: jax.Array, k: int, num_iterations: int = 30):
   return codebook, assign(codebook).astype(jnp.int32)
 
 
+@functools.partial(jax.jit, static_argnames=('bits', 'num_iterations'))
+def _shared(w: jax.Array, bits: int, num_iterations: int) -> jax.Array:
+  codebook, index = kmeans_1d(w, 2 ** bits, num_iterations)
+  return codebook[index].reshape(w.shape).astype(w.dtype)
+
+
 def cluster(params, bits: int, num_iterations: int = 30):
   """`params` with each kernel's weights replaced by their k-means centroid."""
   _check_bits(bits)
-
-  def share(w):
-    codebook, index = kmeans_1d(w, 2 ** bits, num_iterations)
-    return codebook[index].reshape(w.shape).astype(w.dtype)
-
-  return _map_kernels(share, params)
+  return _map_kernels(lambda w: _shared(w, bits, num_iterations), params)
 
 
 def clustered_bytes(clustered_variables, bits: int) -> int:

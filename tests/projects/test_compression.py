@@ -1,5 +1,6 @@
 """HW13: pruning, quantization, clustering, distillation, early exit, counting."""
 
+import dataclasses
 import json
 
 import chex
@@ -10,6 +11,7 @@ import optax
 import pytest
 
 from lib import classifier
+from lib import loop
 from lib import mesh as mesh_lib
 from lib import models as lib_models
 from lib import steps
@@ -21,9 +23,11 @@ from lib.errors import ConfigError
 from projects.compression import config as config_lib
 from projects.compression import distillation
 from projects.compression import measure
+from projects.compression import methods
 from projects.compression import models
 from projects.compression import pruning
 from projects.compression import quantization
+from projects.compression import students
 from projects.compression import train
 
 IMAGE = jnp.zeros((1, 8, 8, 1))
@@ -48,7 +52,7 @@ def test_param_and_flop_counts_equal_a_hand_count():
   variables = _init(model)
   # stem 3x3x1x2 + BN(2); block 0: depthwise 3x3x2 + BN(2), 1x1 2->4 + BN(4);
   # block 1: depthwise 3x3x4 + BN(4), 1x1 4->8 + BN(8); head 8x10 + 10.
-  assert lib_models.num_params(variables['params']) == (
+  assert optax.tree_utils.tree_size(variables['params']) == (
       18 + 4 + 18 + 4 + 8 + 8 + 36 + 8 + 32 + 16 + 90)
   # Multiply-adds: every output element of a layer times its fan-in.
   macs = (64 * 2 * 9 + 64 * 2 * 9 + 64 * 4 * 2  # stem, block 0 (8x8)
@@ -62,18 +66,18 @@ def test_param_and_flop_counts_equal_a_hand_count():
   low_rank = models.low_rank_separable_cnn(
       1, channels=(4, 8), strides=(1, 2), stem_channels=2)
   # Each pointwise C_in x C_out becomes C_in x 1 + 1 x C_out.
-  assert lib_models.num_params(_init(low_rank)['params']) == (
+  assert optax.tree_utils.tree_size(_init(low_rank)['params']) == (
       18 + 4 + 18 + 4 + (2 + 4) + 8 + 36 + 8 + (4 + 8) + 16 + 90)
 
 
 def test_budget_check_and_config_validation():
   model = _student()
-  count = lib_models.num_params(_init(model)['params'])
-  assert train.check_budget(model, IMAGE, count) == count
+  count = optax.tree_utils.tree_size(_init(model)['params'])
+  assert students.check_budget(model, IMAGE, count) == count
   with pytest.raises(ConfigError, match='max_params'):
-    train.check_budget(model, IMAGE, count - 1)
+    students.check_budget(model, IMAGE, count - 1)
   config = config_lib.get_config()
-  assert train.check_budget(train.make_student(config, 10), IMAGE,
+  assert students.check_budget(students.make_student(config, 10), IMAGE,
                             config.max_params) <= 100_000
   for field, value in (('method', 'zip'), ('compress_from', 'teacher'),
                        ('prune.sparsities', (0.5, 1.0)),
@@ -82,7 +86,7 @@ def test_budget_check_and_config_validation():
     parent, _, name = ('.' + field).rpartition('.')
     (bad[parent[1:]] if parent else bad)[name] = value
     with pytest.raises(ConfigError, match=field.split('.')[-1]):
-      train.validate(bad)
+      config_lib.validate(bad)
   with pytest.raises(ConfigError, match='unknown compression config'):
     config_lib.get_config('nope')
 
@@ -173,8 +177,8 @@ def test_structured_pruning_removes_the_weakest_filters(low_rank):
   assert slim_model.channels == tuple(c // 2 for c in model.channels)
   assert pruning.filter_fraction_removed(model, slim_model) == 0.5
   # The ranks stay, so a factorized net shrinks less than a full one.
-  assert (lib_models.num_params(slim['params'])
-          < (0.55 if low_rank else 0.4) * lib_models.num_params(params))
+  assert (optax.tree_utils.tree_size(slim['params'])
+          < (0.55 if low_rank else 0.4) * optax.tree_utils.tree_size(params))
   chex.assert_trees_all_close(slim_model.apply(slim, images),
                               model.apply(variables, images), atol=1e-5)
   assert pruning.kept_channels(10, 0.25) == 8  # round(2.5) = 2 removed
@@ -322,15 +326,24 @@ def test_early_exit_thresholds():
   assert costs[0] < costs[1] < costs[2]
 
 
-def test_every_method_runs_end_to_end(tmp_path):
+def _train_records(workdir) -> dict[str, int]:
+  """Each stage's number of train log records (its metrics.jsonl)."""
+  return {str(path.parent.relative_to(workdir)): sum(
+      json.loads(line)['split'] == 'train'
+      for line in path.read_text().splitlines())
+          for path in workdir.glob('**/metrics.jsonl')}
+
+
+def test_every_method_runs_end_to_end_and_a_rerun_trains_nothing(
+    tmp_path, monkeypatch):
   config = config_lib.get_config('quick')
   config.method = 'all'
   config.teacher.model.update(stage_sizes=(1,), width=8)
   config.model.update(channels=(8, 16), strides=(1, 2), stem_channels=8)
-  config.teacher.num_steps = config.num_steps = 16
+  config.teacher.num_steps = config.num_steps = 48
   config.early_exit.update(channels=(8, 16, 16), strides=(1, 2, 1),
                            num_steps=16, thresholds=(0.0, 1.01))
-  config.eval_every = 16
+  config.eval_every = 48
   config.prune.update(sparsities=(0.5, 0.8), rounds=1, finetune_steps=2,
                       structured_fractions=(0.5,))
   config.quantize.bits = (8,)
@@ -338,14 +351,25 @@ def test_every_method_runs_end_to_end(tmp_path):
   config.plots = True
   metrics = train.train_and_evaluate(config, str(tmp_path)).metrics
   rows = {}
-  for method in train.METHODS[:-1]:
-    for row in json.loads((tmp_path / 'results' / f'{method}.json').read_text()):
+  for method in methods.METHODS:
+    path = tmp_path / 'results' / f'{method}.json'
+    for row in json.loads(path.read_text()):
       rows[row['name']] = row
   assert set(rows) == {'teacher', 'student', 'distilled', 'pruned_50',
                        'pruned_80', 'structured_50', 'int8', 'clustered_4',
                        'early_exit_0', 'early_exit_1.01'}
+  # Each training ran as its own stage.
+  trained = _train_records(tmp_path)
+  assert set(trained) == {'teacher', 'student', 'distilled', 'early_exit',
+                          'prune/pruned_50/round_1',
+                          'prune/pruned_80/round_1', 'prune/structured_50'}
+  assert all(count > 0 for count in trained.values())
   student = rows['student']
   assert student['params'] <= config.max_params
+  # 48 steps learn: well above the majority class.
+  chance = metrics['baseline/majority_class_accuracy']
+  assert student['test_accuracy'] > 2 * chance
+  assert rows['distilled']['test_accuracy'] > 2 * chance
   assert (rows['pruned_80']['nonzero_params']
           < rows['pruned_50']['nonzero_params'] < student['params'])
   assert rows['pruned_80']['flops'] < rows['pruned_50']['flops']
@@ -359,3 +383,21 @@ def test_every_method_runs_end_to_end(tmp_path):
       'test_accuracy']
   assert (tmp_path / 'results.md').read_text().count('\n') == len(rows) + 2
   assert (tmp_path / 'accuracy_vs_size.png').exists()
+
+  # A rerun restores every stage it needs (teacher, distilled, the pruning
+  # rounds) from its workdir: no step trains, and the rows are the same.
+  stepped, run = [], loop.run
+
+  def counting_run(task, workdir, *args, **kwargs):
+    def step(state, i):
+      stepped.append(workdir)
+      return task.step(state, i)
+    return run(dataclasses.replace(task, step=step), workdir, *args, **kwargs)
+
+  monkeypatch.setattr(loop, 'run', counting_run)
+  config.method = 'prune'
+  again = train.train_and_evaluate(config, str(tmp_path)).metrics
+  assert not stepped
+  for name in ('pruned_50', 'pruned_80', 'structured_50'):
+    assert again[f'{name}/test_accuracy'] == rows[name]['test_accuracy']
+    assert again[f'{name}/nonzero_params'] == rows[name]['nonzero_params']

@@ -1,0 +1,109 @@
+"""Each `config.method`: its stages trained (stages.py), then its results rows.
+
+`METHODS[name](config, stages, evaluation) -> rows`, a row per model as
+evaluation.Evaluation.row builds it.
+"""
+
+import numpy as np
+
+from projects.compression import measure
+from projects.compression import models
+from projects.compression import pruning
+from projects.compression import quantization
+from projects.compression import students
+
+
+def baseline(config, stages, evaluation) -> list[dict]:
+  del config
+  return [evaluation.row('student', stages.student, stages.baseline(),
+                         note='trained alone')]
+
+
+def distill(config, stages, evaluation) -> list[dict]:
+  settings = config.distill
+  return [
+      evaluation.row('teacher', stages.teacher_model(), stages.teacher()),
+      *baseline(config, stages, evaluation),
+      evaluation.row('distilled', stages.student, stages.distilled(),
+                     note=f'T={settings.temperature:g}, '
+                     f'alpha={settings.alpha:g}')]
+
+
+def prune(config, stages, evaluation) -> list[dict]:
+  settings = config.prune
+  rows = []
+  variables, current = stages.source(), 0.0
+  for target in sorted(settings.sparsities):
+    name = f'pruned_{round(100 * target)}'
+    variables = stages.magnitude_pruned(name, variables, current, target)
+    current = target
+    rows.append(evaluation.row(
+        name, stages.student, variables, sparse=True,
+        model_bytes=measure.sparse_bytes(variables),
+        note=f'{settings.scope} magnitude, sparsity '
+        f'{pruning.kernel_sparsity(variables["params"]):.3f}, '
+        f'{settings.rounds} rounds x {settings.finetune_steps} steps'))
+  for fraction in settings.structured_fractions:
+    name = f'structured_{round(100 * fraction)}'
+    model, variables = stages.structured(name, fraction)
+    rows.append(evaluation.row(
+        name, model, variables,
+        note=f'{fraction:g} of filters removed (L1), channels '
+        f'{model.channels}, {settings.rounds * settings.finetune_steps} '
+        'fine-tuning steps'))
+  return rows
+
+
+def quantize(config, stages, evaluation) -> list[dict]:
+  source = stages.source()
+  per_channel = config.quantize.per_channel
+  rows = []
+  for bits in config.quantize.bits:
+    quantized = {**source, 'params': quantization.fake_quantize(
+        source['params'], bits, per_channel)}
+    rows.append(evaluation.row(
+        f'int{bits}', stages.student, quantized,
+        model_bytes=quantization.quantized_bytes(source, bits, per_channel),
+        note=f'{"per-channel" if per_channel else "per-tensor"} symmetric '
+        'weights, no fine-tuning'))
+  return rows
+
+
+def cluster(config, stages, evaluation) -> list[dict]:
+  source = stages.source()
+  rows = []
+  for bits in config.cluster.bits:
+    clustered = {**source, 'params': quantization.cluster(
+        source['params'], bits, config.cluster.num_iterations)}
+    rows.append(evaluation.row(
+        f'clustered_{2 ** bits}', stages.student, clustered,
+        model_bytes=quantization.clustered_bytes(clustered, bits),
+        note=f'k-means, k={2 ** bits} per kernel, no fine-tuning'))
+  return rows
+
+
+def early_exit(config, stages, evaluation) -> list[dict]:
+  settings = config.early_exit
+  model = students.make_early_exit(config, stages.data.num_classes)
+  variables = stages.early_exit(model)
+  probabilities, labels = evaluation.head_probabilities(model, variables)
+  # The cost of stopping after each head.
+  head_flops = np.array([
+      measure.flops(model, variables, evaluation.sample, num_heads=h + 1)
+      for h in range(len(settings.exits) + 1)])
+  rows = []
+  for threshold in settings.thresholds:
+    head = np.asarray(models.exit_choice(probabilities, threshold))
+    predictions = probabilities.argmax(-1)[head, np.arange(len(labels))]
+    row = evaluation.row(
+        f'early_exit_{threshold:g}', model, variables,
+        accuracy=float(np.mean(predictions == labels)),
+        note=f'exits early on {np.mean(head < len(head_flops) - 1):.0%} '
+        'of test images; flops = mean over images')
+    row['flops'] = int(head_flops[head].mean())
+    rows.append(row)
+  return rows
+
+
+METHODS = {'baseline': baseline, 'distill': distill, 'prune': prune,
+           'quantize': quantize, 'cluster': cluster, 'early_exit': early_exit}

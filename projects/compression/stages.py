@@ -1,0 +1,233 @@
+"""Each training of a compression run: one `lib.loop.run` in WORKDIR/<stage>.
+
+  teacher                       config.teacher.model alone
+  student                       the student alone (cross-entropy)
+  distilled                     the student on the distillation loss, the
+                                teacher's parameters closed over
+  prune/pruned_<s>/round_<r>    one magnitude pruning round's fine-tuning
+  prune/structured_<f>          the slimmed net's fine-tuning
+  early_exit                    the EarlyExitCNN on all its heads' losses
+
+A stage whose run finished restores its last checkpoint and trains no
+further, so a killed run resumes at the stage where it stopped (and inside
+it, from the stage's last checkpoint). Each stage's state comes back as host
+numpy variables ({'params': ..., 'batch_stats': ...}).
+"""
+
+import copy
+import dataclasses
+import os
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+import optax
+
+from lib import classifier
+from lib import image_classifier
+from lib import loop
+from lib import mesh as mesh_lib
+from lib import models as lib_models
+from lib import optim
+from lib import steps as steps_lib
+from lib import trainer
+from lib import train_state as train_state_lib
+from lib.data import augment as augment_lib
+from lib.data import batches as batches_lib
+from lib.data import images as image_data
+from lib.data import splits
+from projects.compression import distillation
+from projects.compression import pruning
+from projects.compression import students
+
+
+def host_copy(tree):
+  """Numpy copies of (replicated) arrays: each process holds them whole."""
+  return jax.tree.map(
+      lambda x: np.array(x.addressable_data(0) if isinstance(x, jax.Array)
+                         else x), tree)
+
+
+def stage_config(config, num_steps: int, **fields) -> ml_collections.ConfigDict:
+  """`config` for a stage of `num_steps` steps, with `fields` replaced."""
+  sub = copy.deepcopy(config)
+  fields.update(num_steps=num_steps,
+                eval_every=min(config.eval_every, num_steps))
+  for name, value in fields.items():
+    sub[name] = copy.deepcopy(value)
+  return sub
+
+
+def finetune_optimizer(config) -> ml_collections.ConfigDict:
+  """config.optimizer at a constant config.prune.learning_rate."""
+  optimizer = copy.deepcopy(config.optimizer)
+  optimizer.update(learning_rate=config.prune.learning_rate,
+                   schedule='constant', warmup_steps=0)
+  return optimizer
+
+
+def variables_of(state) -> dict:
+  """A train state's flax variables, as host numpy arrays."""
+  return host_copy({'params': state.params, **state.model_state})
+
+
+def nonzero(params):
+  """1 where a weight is nonzero: the masks of an earlier pruning round."""
+  return jax.tree.map(lambda p: (p != 0).astype(p.dtype), params)
+
+
+class Stages:
+  """Trains (or restores) each stage once per process and keeps its result."""
+
+  def __init__(self, config, workdir: str, data: image_data.ImageData, mesh):
+    self.config, self.workdir, self.data = config, workdir, data
+    self.mesh = mesh
+    self.student = students.make_student(config, data.num_classes)
+    self.wall_seconds = {}  # of each stage trained or restored here
+    self.states = {}  # each stage's final train state
+    self._train_data = splits.shard_for_process(data.train)
+    self._finetune_steps = {}
+
+  def _student_experiment(self, loss_fn=None) -> trainer.Experiment:
+    """lib.image_classifier's Experiment with the student (and `loss_fn`) in."""
+    config = self.config
+    train_loss, eval_fn = classifier.classifier_fns(
+        self.student, label_smoothing=config.label_smoothing,
+        augment=augment_lib.make_augment(config.augment),
+        mixup_alpha=config.augment.mixup_alpha, input_key='image')
+    return dataclasses.replace(image_classifier.build(config, self.data),
+                               model=self.student, eval_fn=eval_fn,
+                               loss_fn=loss_fn or train_loss)
+
+  def _run(self, stage: str, config, task: loop.Task):
+    """The stage's final train state, from `lib.loop.run` in WORKDIR/<stage>."""
+    if stage not in self.states:
+      task = dataclasses.replace(task, name=f'compression/{stage}')
+      result = loop.run(task, os.path.join(self.workdir, stage),
+                        loop.Cadence.from_config(config),
+                        metadata={'config': config.to_dict()})
+      self.wall_seconds[stage] = result.metrics['wall_seconds']
+      self.states[stage] = result.state
+    return self.states[stage]
+
+  def _trained(self, stage: str, config, experiment) -> dict:
+    """The variables of `experiment` trained by lib.trainer's task."""
+    return variables_of(self._run(
+        stage, config, trainer.make_task(config, experiment, self.mesh)))
+
+  def teacher_model(self):
+    return lib_models.make_image_classifier(self.config.teacher.model,
+                                            self.data.num_classes)
+
+  def _teacher_state(self):
+    config = stage_config(self.config, self.config.teacher.num_steps,
+                          model=self.config.teacher.model)
+    return self._run('teacher', config, trainer.make_task(
+        config, image_classifier.build(config, self.data), self.mesh))
+
+  def teacher(self) -> dict:
+    return variables_of(self._teacher_state())
+
+  def baseline(self) -> dict:
+    return self._trained('student', self.config, self._student_experiment())
+
+  def distilled(self) -> dict:
+    teacher, model = self._teacher_state(), self.teacher_model()
+
+    def teacher_logits(images):  # the replicated teacher, closed over
+      return lib_models.apply_model(model, teacher.params, teacher.model_state,
+                                    images, train=False)[0]
+
+    settings = self.config.distill
+    loss_fn = distillation.distill_loss_fn(
+        self.student, teacher_logits, temperature=settings.temperature,
+        alpha=settings.alpha,
+        augment=augment_lib.make_augment(self.config.augment))
+    return self._trained('distilled', self.config,
+                         self._student_experiment(loss_fn))
+
+  def source(self) -> dict:
+    """The trained student that pruning, quantization and clustering use."""
+    if self.config.compress_from == 'distilled':
+      return self.distilled()
+    return self.baseline()
+
+  def _finetune_step(self, model):
+    """(tx, jitted train step) fine-tuning `model`, one for all its rounds:
+    the fine-tuning optimizer chained with pruning.keep_pruned() (the zeros
+    of the parameters at `tx.init` stay zero)."""
+    if repr(model) not in self._finetune_steps:
+      tx = optax.chain(optim.make_optimizer(finetune_optimizer(self.config), 1),
+                       pruning.keep_pruned())
+      loss_fn, _ = classifier.classifier_fns(
+          model, label_smoothing=self.config.label_smoothing,
+          augment=augment_lib.make_augment(self.config.augment),
+          input_key='image')
+      self._finetune_steps[repr(model)] = tx, steps_lib.make_train_step(
+          loss_fn, tx, self.mesh, log_grad_norm=self.config.log_grad_norm)
+    return self._finetune_steps[repr(model)]
+
+  def finetune(self, stage: str, model, variables: dict, num_steps: int,
+               seed: int) -> dict:
+    """`variables` trained `num_steps` more, their zero weights kept zero."""
+    if not num_steps:
+      return variables
+    config = stage_config(self.config, num_steps, seed=seed,
+                          optimizer=finetune_optimizer(self.config))
+    tx, train_step = self._finetune_step(model)
+    variables = host_copy(variables)  # fresh buffers: the step donates them
+    local_batch = batches_lib.local_batch_size(config.batch_size)
+
+    def init():
+      params = variables['params']
+      state = train_state_lib.TrainState(
+          step=jnp.zeros((), jnp.int32), params=params,
+          opt_state=tx.init(params),
+          model_state={k: v for k, v in variables.items() if k != 'params'},
+          key=jax.random.key(seed))
+      return jax.device_put(state, mesh_lib.replicated(self.mesh))
+
+    def step(state, step):
+      batch = batches_lib.train_batch(self._train_data, local_batch, step - 1,
+                                      seed)
+      return train_step(state, mesh_lib.shard_batch(batch, self.mesh))
+
+    return variables_of(self._run(stage, config, loop.Task(
+        init=init, step=step, num_steps=num_steps,
+        remedy='lower config.prune.learning_rate')))
+
+  def magnitude_pruned(self, name: str, variables: dict, start: float,
+                       target: float) -> dict:
+    """`variables` pruned from sparsity `start` to `target` over prune.rounds
+    rounds, each fine-tuned in stage prune/<name>/round_<r>."""
+    settings = self.config.prune
+    for r, sparsity in enumerate(pruning.sparsity_schedule(
+        start, target, settings.rounds), 1):
+      params = variables['params']
+      masks = pruning.magnitude_masks(params, sparsity, scope=settings.scope,
+                                      masks=nonzero(params))
+      variables = {**variables, 'params': pruning.apply_masks(params, masks)}
+      variables = self.finetune(f'prune/{name}/round_{r}', self.student,
+                                variables, settings.finetune_steps,
+                                self.config.seed + r - 1)
+    return variables
+
+  def structured(self, name: str, fraction: float):
+    """(slim model, its variables) with `fraction` of the source's filters
+    removed, fine-tuned for prune.rounds x prune.finetune_steps steps."""
+    settings = self.config.prune
+    model, variables = pruning.slim_separable(self.student, self.source(),
+                                              fraction)
+    return model, self.finetune(
+        f'prune/{name}', model, variables,
+        settings.rounds * settings.finetune_steps, self.config.seed)
+
+  def early_exit(self, model) -> dict:
+    config = stage_config(self.config, self.config.early_exit.num_steps)
+    loss_fn, eval_fn = students.early_exit_fns(
+        model, augment_lib.make_augment(config.augment))
+    experiment = dataclasses.replace(image_classifier.build(config, self.data),
+                                     model=model, loss_fn=loss_fn,
+                                     eval_fn=eval_fn)
+    return self._trained('early_exit', config, experiment)
