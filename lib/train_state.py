@@ -1,5 +1,6 @@
 """The train state: one pytree of arrays that a step maps to the next."""
 
+import functools
 from typing import Any
 
 import flax
@@ -23,19 +24,22 @@ class TrainState:
   key: jax.Array
 
 
+@functools.partial(jax.jit, static_argnums=0)
+def _init_variables(model, init_key, dropout_key, sample_input):
+  # Compiled once per model and input shape: a run of stages, or a test
+  # suite, builds the same model many times.
+  variables = model.init({'params': init_key, 'dropout': dropout_key},
+                         sample_input, train=False)
+  return {k: v for k, v in variables.items() if k not in _TRANSIENT_COLLECTIONS}
+
+
 def create_train_state(model, tx: optax.GradientTransformation, sample_input,
                        key, mesh) -> TrainState:
   """Initializes parameters from `sample_input` and replicates them on `mesh`."""
   init_key, dropout_key, state_key = jax.random.split(key, 3)
-
-  def init():
-    variables = model.init({'params': init_key, 'dropout': dropout_key},
-                           sample_input, train=False)
-    params = variables.pop('params')
-    for collection in _TRANSIENT_COLLECTIONS:
-      variables.pop(collection, None)
-    return TrainState(step=jax.numpy.zeros((), jax.numpy.int32), params=params,
-                      opt_state=tx.init(params), model_state=dict(variables),
-                      key=state_key)
-
-  return jax.jit(init, out_shardings=mesh_lib.replicated(mesh))()
+  variables = dict(_init_variables(model, init_key, dropout_key, sample_input))
+  params = variables.pop('params')
+  state = TrainState(step=jax.numpy.zeros((), jax.numpy.int32), params=params,
+                     opt_state=tx.init(params), model_state=variables,
+                     key=state_key)
+  return jax.device_put(state, mesh_lib.replicated(mesh))
