@@ -37,9 +37,19 @@ def create_train_state(model, tx: optax.GradientTransformation, sample_input,
                        key, mesh) -> TrainState:
   """Initializes parameters from `sample_input` and replicates them on `mesh`."""
   init_key, dropout_key, state_key = jax.random.split(key, 3)
-  variables = dict(_init_variables(model, init_key, dropout_key, sample_input))
-  params = variables.pop('params')
-  state = TrainState(step=jax.numpy.zeros((), jax.numpy.int32), params=params,
-                     opt_state=tx.init(params), model_state=variables,
-                     key=state_key)
-  return jax.device_put(state, mesh_lib.replicated(mesh))
+  # Host values enter the jit below as the same replicated value in every
+  # process of a multi-host job.
+  variables = jax.device_get(_init_variables(model, init_key, dropout_key,
+                                             sample_input))
+  key_data = jax.device_get(jax.random.key_data(state_key))
+  impl = jax.random.key_impl(state_key)
+
+  def place(variables, key_data):
+    variables = dict(variables)
+    params = variables.pop('params')
+    return TrainState(step=jax.numpy.zeros((), jax.numpy.int32), params=params,
+                      opt_state=tx.init(params), model_state=variables,
+                      key=jax.random.wrap_key_data(key_data, impl=impl))
+
+  return jax.jit(place, out_shardings=mesh_lib.replicated(mesh))(variables,
+                                                                 key_data)
