@@ -187,12 +187,9 @@ def validate(config: ml_collections.ConfigDict):
           f'config.gamma={config.gamma} must lie in (0, 1]')
   require(0.0 <= config.gae_lambda <= 1.0,
           f'config.gae_lambda={config.gae_lambda} must lie in [0, 1]')
-  require(config.reinforce.returns in REINFORCE_RETURNS,
-          f'config.reinforce.returns={config.reinforce.returns!r}: choose '
-          f'one of {REINFORCE_RETURNS}')
-  require(config.a2c.target in A2C_TARGETS,
-          f'config.a2c.target={config.a2c.target!r}: choose one of '
-          f'{A2C_TARGETS}')
+  config_lib.require_choice(config.reinforce.returns, 'reinforce.returns',
+                            REINFORCE_RETURNS)
+  config_lib.require_choice(config.a2c.target, 'a2c.target', A2C_TARGETS)
   require(config.gail.reward in ('softplus', 'logit'),
           f"config.gail.reward={config.gail.reward!r}: choose 'softplus' or "
           "'logit'")
@@ -208,9 +205,7 @@ def validate(config: ml_collections.ConfigDict):
   require(config.shaping.potential in ('', *envs.POTENTIALS),
           f'config.shaping.potential={config.shaping.potential!r}: choose '
           f"'' or one of {tuple(envs.POTENTIALS)}")
-  require(config.eval.policy in EVAL_POLICIES,
-          f'config.eval.policy={config.eval.policy!r}: choose one of '
-          f'{EVAL_POLICIES}')
+  config_lib.require_choice(config.eval.policy, 'eval.policy', EVAL_POLICIES)
   require(config.model.activation in ('tanh', 'relu'),
           f"config.model.activation={config.model.activation!r}: choose 'tanh'"
           " or 'relu'")
