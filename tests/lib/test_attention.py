@@ -7,7 +7,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from lib import attention
+from lib.layers import attention
 
 B, T, N, H, D = 2, 7, 2, 4, 8
 

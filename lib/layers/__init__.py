@@ -1,0 +1,1 @@
+"""Layers and blocks shared by several projects: attention, transformer, conformer."""
