@@ -180,7 +180,9 @@ class MultiHeadAttention(nn.Module):
   keys and values that every query may attend to (prefix tuning). With
   `decode=True` the module keeps a 'cache' collection of past keys and values
   (initialise it with an input of the full length) and attends causally from
-  the cache's position.
+  the cache's position. Applied with mutable=['intermediates'], the softmax
+  and synthesizer kinds sow their [B, N, T, S] weights as 'attention_weights'
+  (for attention-map plots).
   """
   num_heads: int
   head_dim: int
@@ -226,6 +228,10 @@ class MultiHeadAttention(nn.Module):
 
   def _attend(self, q, k, v, mask, parts, key_valid, causal, train):
     full = all_of(mask, *parts)
+    if self.kind == 'softmax' and self.is_mutable_collection('intermediates'):
+      # Only when asked (mutable=['intermediates']): plots of attention maps.
+      self.sow('intermediates', 'attention_weights',
+               attention_weights(q, k, full))
     if self.kind == 'softmax':
       if self.dropout and train:
         weights = attention_weights(q, k, full)
@@ -272,6 +278,7 @@ class MultiHeadAttention(nn.Module):
                                 (q.shape[0], self.num_heads, length_q,
                                  length_k))
     weights = _masked_softmax(logits, full)
+    self.sow('intermediates', 'attention_weights', weights)
     return jnp.einsum('bnts,bsnh->btnh', weights, v.astype(jnp.float32))
 
   def _cached(self, k, v):
