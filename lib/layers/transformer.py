@@ -169,12 +169,14 @@ class Encoder(nn.Module):
   positions: str = 'sinusoidal'
   max_length: int = 512
   embedding: nn.Module | None = None  # share one nn.Embed between stacks
+  scale_embeddings: bool = True  # x sqrt(d_model) as in the 2017 paper
 
   @nn.compact
   def __call__(self, tokens, *, valid=None, train: bool = False):
     embed = self.embedding or nn.Embed(self.vocab_size, self.d_model,
                                        name='embed')
-    x = embed(tokens) * np.sqrt(self.d_model)
+    scale = np.sqrt(self.d_model) if self.scale_embeddings else 1.0
+    x = embed(tokens) * scale
     x = x + _Positions(self.positions, self.max_length, self.d_model,
                        name='positions')(tokens.shape[1])
     x = nn.Dropout(self.dropout)(x, deterministic=not train)
@@ -205,6 +207,7 @@ class Decoder(nn.Module):
   tie_embeddings: bool = True
   decode: bool = False
   embedding: nn.Module | None = None
+  scale_embeddings: bool = True  # GPT-2 does not scale (its init is small)
 
   @nn.compact
   def __call__(self, tokens, memory=None, *, valid=None, memory_valid=None,
@@ -219,7 +222,8 @@ class Decoder(nn.Module):
       if initialized:
         offset = position.value
         position.value = offset + tokens.shape[1]
-    x = embed(tokens) * np.sqrt(self.d_model)
+    scale = np.sqrt(self.d_model) if self.scale_embeddings else 1.0
+    x = embed(tokens) * scale
     x = x + _Positions(self.positions, self.max_length, self.d_model,
                        name='positions')(tokens.shape[1], offset)
     x = nn.Dropout(self.dropout)(x, deterministic=not train)

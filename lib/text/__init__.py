@@ -1,0 +1,1 @@
+"""Text input shared by the sequence projects: tokenizers (and, to come, subword vocabularies and bucketed batches)."""
