@@ -77,19 +77,37 @@ def power_spectrogram(waves: jax.Array, *, frame_length: int, frame_step: int,
   return jnp.abs(jnp.fft.rfft(frames, axis=-1)) ** 2
 
 
-def log_mel_spectrogram(waves: jax.Array, *, sample_rate: int,
-                        frame_length: int, frame_step: int, num_mels: int,
-                        n_fft: int | None = None, center: bool = False,
-                        pad_mode: str = 'constant', fmin: float = 0.0, fmax: float | None = None,
-                        htk: bool = False, floor: float = 1e-6) -> jax.Array:
-  """log(max(mel power, floor)) [B, frames, num_mels] of waves [B, samples].
-
-  The natural log of the mel-filtered power spectrum (librosa's
-  melspectrogram with power=2), floored so that silence stays finite.
-  """
+def mel_spectrogram(waves: jax.Array, *, sample_rate: int, frame_length: int,
+                    frame_step: int, num_mels: int, n_fft: int | None = None,
+                    center: bool = False, pad_mode: str = 'constant',
+                    fmin: float = 0.0, fmax: float | None = None,
+                    htk: bool = False) -> jax.Array:
+  """Mel power [B, frames, num_mels] of waves [B, samples] (librosa's
+  melspectrogram with power=2)."""
   n_fft = n_fft or frame_length
   power = power_spectrogram(waves, frame_length=frame_length,
                             frame_step=frame_step, n_fft=n_fft, center=center,
                             pad_mode=pad_mode)
-  mel = power @ mel_filterbank(sample_rate, n_fft, num_mels, fmin, fmax, htk)
-  return jnp.log(jnp.maximum(mel, floor))
+  return power @ mel_filterbank(sample_rate, n_fft, num_mels, fmin, fmax, htk)
+
+
+def log_mel_spectrogram(waves: jax.Array, *, floor: float = 1e-6,
+                        **mel_options) -> jax.Array:
+  """log(max(mel power, floor)) [B, frames, num_mels] of waves [B, samples].
+
+  The natural log of `mel_spectrogram(waves, **mel_options)`, floored so
+  that silence stays finite.
+  """
+  return jnp.log(jnp.maximum(mel_spectrogram(waves, **mel_options), floor))
+
+
+def power_to_db(power: jax.Array, *, amin: float = 1e-10,
+                top_db: float | None = 80.0) -> jax.Array:
+  """10 log10(max(power, amin)) of power [B, ...], each example floored at
+  `top_db` below its own maximum: librosa.power_to_db with ref=1, per example.
+  """
+  db = 10.0 * jnp.log10(jnp.maximum(power, amin))
+  if top_db is None:
+    return db
+  peak = jnp.max(db, axis=tuple(range(1, db.ndim)), keepdims=True)
+  return jnp.maximum(db, peak - top_db)

@@ -1,4 +1,9 @@
-"""Character tokenizers.
+"""The tokenizer protocol, and character tokenizers.
+
+Every tokenizer here (`CharTokenizer`, lib.text.subword.SubwordTokenizer)
+maps text to int32 ids and back and names its special tokens by
+`special_id`. With all four specials, the ids are the same in both:
+<pad> 0, <bos> 1, <eos> 2, <unk> 3.
 
 `CharTokenizer.fit(text)` gives every distinct character an id in sorted
 order, after the special tokens it is asked for (pad is always 0 when
@@ -6,12 +11,32 @@ present), so the same text always gives the same vocabulary.
 """
 
 import json
+from typing import Protocol, runtime_checkable
 
 import numpy as np
 
 from lib.errors import DataError
 
 SPECIALS = ('<pad>', '<bos>', '<eos>', '<unk>')
+PAD_ID, BOS_ID, EOS_ID, UNK_ID = range(4)  # with all of SPECIALS
+
+
+@runtime_checkable
+class Tokenizer(Protocol):
+  """What the sequence projects need of a tokenizer."""
+
+  @property
+  def vocab_size(self) -> int: ...
+
+  def encode(self, text: str) -> np.ndarray:
+    """int32 ids [length], without <bos> or <eos>."""
+
+  def decode(self, ids) -> str:
+    """The text of `ids`; <pad>, <bos> and <eos> are left out (<unk> shows
+    as the tokenizer's own mark, or not at all)."""
+
+  def special_id(self, name: str) -> int:
+    """The id of '<pad>', '<bos>', '<eos>' or '<unk>'; KeyError if absent."""
 
 
 class CharTokenizer:

@@ -1,8 +1,10 @@
 """lib.audio against librosa (the reference), and wav reading."""
 
+import functools
 import wave
 
 import chex
+import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
@@ -12,7 +14,8 @@ from lib.errors import DataError
 
 librosa = pytest.importorskip('librosa')
 
-SETTINGS = [(8000, 256, 200, 80), (16000, 400, 400, 160)]  # sr, n_fft, win, hop
+SETTINGS = [(8000, 256, 200, 80), (16000, 400, 400, 160),
+            (16000, 512, 512, 128)]  # sr, n_fft, win, hop
 
 
 def _signal(sr):
@@ -37,10 +40,11 @@ def test_mel_filterbank_equals_librosa(sr, n_fft, win, hop, htk):
                                              (True, 'reflect')])
 def test_log_mel_equals_librosa(sr, n_fft, win, hop, center, pad_mode):
   x = _signal(sr)
-  ours = audio.log_mel_spectrogram(
-      jnp.stack([x, 0.5 * x]), sample_rate=sr, frame_length=win,
+  log_mel = jax.jit(functools.partial(
+      audio.log_mel_spectrogram, sample_rate=sr, frame_length=win,
       frame_step=hop, num_mels=40, n_fft=n_fft, center=center,
-      pad_mode=pad_mode)
+      pad_mode=pad_mode))
+  ours = log_mel(jnp.stack([x, 0.5 * x]))
   mel = librosa.feature.melspectrogram(
       y=x, sr=sr, n_fft=n_fft, win_length=win, hop_length=hop, n_mels=40,
       center=center, pad_mode=pad_mode)
@@ -49,6 +53,22 @@ def test_log_mel_equals_librosa(sr, n_fft, win, hop, center, pad_mode):
   np.testing.assert_allclose(ours[0], reference, atol=1e-4)
   # Halving the wave quarters the power: log-mel falls by log 4.
   np.testing.assert_allclose(ours[0] - ours[1], np.log(4.0), atol=1e-3)
+
+
+def test_power_to_db_equals_librosa_per_example():
+  x = _signal(8000)
+  options = dict(sample_rate=8000, frame_length=256, frame_step=80,
+                 num_mels=40, center=True)
+  # The second wave is 60 dB quieter: top_db floors each example on its own.
+  waves = jnp.stack([x, 1e-3 * x])
+  db = jax.jit(lambda w: audio.power_to_db(audio.mel_spectrogram(
+      w, **options), top_db=40.0))(waves)
+  for ours, wave_ in zip(db, waves):
+    mel = librosa.feature.melspectrogram(
+        y=np.asarray(wave_), sr=8000, n_fft=256, hop_length=80, n_mels=40)
+    np.testing.assert_allclose(ours, librosa.power_to_db(mel, top_db=40.0).T,
+                               atol=1e-3)
+  assert np.ptp(db[1]) <= 40.0 + 1e-4
 
 
 def test_wav_round_trip_and_bad_files(tmp_path):
