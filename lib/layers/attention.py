@@ -167,6 +167,14 @@ class LoRADense(nn.Module):
     return base + low * (self.alpha / self.rank)
 
 
+def tokenwise(layer: Callable, x: jax.Array) -> jax.Array:
+  """`layer` (a dense map of the last axis) applied to x [..., d] as one
+  [N, d] matrix. Same parameters and values; XLA's CPU backward of a dense
+  layer contracting several leading axes runs about twice as slow."""
+  y = layer(x.reshape(-1, x.shape[-1]))
+  return y.reshape(*x.shape[:-1], *y.shape[1:])
+
+
 def dense_projection(features, name):
   return nn.DenseGeneral(features, name=name)
 
@@ -201,9 +209,9 @@ class MultiHeadAttention(nn.Module):
       raise ValueError(f'attention kind {self.kind!r}: choose one of {KINDS}')
     inputs_kv = inputs_q if inputs_kv is None else inputs_kv
     shape = (self.num_heads, self.head_dim)
-    q = self.projection(shape, 'query')(inputs_q)
-    k = self.projection(shape, 'key')(inputs_kv)
-    v = self.projection(shape, 'value')(inputs_kv)
+    q = tokenwise(self.projection(shape, 'query'), inputs_q)
+    k = tokenwise(self.projection(shape, 'key'), inputs_kv)
+    v = tokenwise(self.projection(shape, 'value'), inputs_kv)
     offset = 0
     if self.decode:
       k, v, offset, cache_valid = self._cached(k, v)
@@ -223,8 +231,8 @@ class MultiHeadAttention(nn.Module):
                                                         length_k))], -1)
     out = self._attend(q, k, v, mask, parts, key_valid, causal, train)
     out = out.astype(inputs_q.dtype)
-    return self.projection((inputs_q.shape[-1],), 'out')(
-        out.reshape(*out.shape[:2], -1))
+    return tokenwise(self.projection((inputs_q.shape[-1],), 'out'),
+                     out.reshape(*out.shape[:2], -1))
 
   def _attend(self, q, k, v, mask, parts, key_valid, causal, train):
     full = all_of(mask, *parts)

@@ -50,9 +50,9 @@ class FeedForward(nn.Module):
 
   @nn.compact
   def __call__(self, x, *, train: bool = False):
-    h = self.activation(nn.Dense(self.ff_dim, name='hidden')(x))
+    h = self.activation(attention.tokenwise(nn.Dense(self.ff_dim, name='hidden'), x))
     h = nn.Dropout(self.dropout)(h, deterministic=not train)
-    return nn.Dense(x.shape[-1], name='output')(h)
+    return attention.tokenwise(nn.Dense(x.shape[-1], name='output'), h)
 
 
 def residual(x, sublayer, norm, dropout: float, pre_norm: bool, train: bool):
@@ -237,4 +237,4 @@ class Decoder(nn.Module):
       x = nn.LayerNorm(name='final_norm')(x)
     if self.tie_embeddings:
       return embed.attend(x)
-    return nn.Dense(self.vocab_size, name='logits')(x)
+    return attention.tokenwise(nn.Dense(self.vocab_size, name='logits'), x)
