@@ -23,8 +23,8 @@ def collect(model: models.SpeakerNet, params, model_state,
   """{'layers': [per layer [B, N, T, T]], 'pooling': [[B, T]] or []}."""
   state = {k: v for k, v in model_state.items() if k != 'intermediates'}
   intermediates = jax.jit(lambda variables, inputs: model.apply(
-      variables, inputs, train=False, mutable=['intermediates'])[1][
-          'intermediates'])({'params': params, **state}, inputs)
+      variables, inputs, train=False, mutable=['intermediates'])[1].get(
+          'intermediates', {}))({'params': params, **state}, inputs)
   flat = flax.traverse_util.flatten_dict(intermediates)
   layers = [np.asarray(flat[path][0]) for path in sorted(
       p for p in flat if p[-1] == 'attention_weights')]

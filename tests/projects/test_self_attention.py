@@ -143,6 +143,12 @@ def test_attention_maps_are_distributions_over_valid_frames():
                                 rtol=1e-5)
     assert weights[1, :, :, 7:].max() == 0.0
   chex.assert_shape(maps['pooling'][0], (2, 16))
+  # Linear attention never forms its weights: no maps, and no error.
+  model = _tiny_net(attention_kind='linear')
+  variables = model.init(jax.random.key(0), inputs, train=False)
+  params = variables.pop('params')
+  assert attention_maps.collect(model, params, variables, inputs) == {
+      'layers': [], 'pooling': []}
 
 
 def test_synthetic_speakers_are_seeded_balanced_and_distinct():
