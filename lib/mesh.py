@@ -51,3 +51,9 @@ def shard_batch(batch, mesh):
       lambda x: jax.make_array_from_process_local_data(sharding, np.asarray(x)),
       batch)
 
+
+def check_batch_size(batch_size: int, mesh) -> None:
+  """ConfigError unless the global batch splits evenly over the mesh."""
+  if batch_size % mesh.size:
+    raise ConfigError(f'config.batch_size={batch_size} must be a multiple of '
+                      f'the number of devices ({mesh.size})')

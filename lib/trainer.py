@@ -20,7 +20,6 @@ from lib import optim
 from lib import steps as steps_lib
 from lib import train_state as train_state_lib
 from lib.data import batches as batches_lib
-from lib.errors import ConfigError
 
 TrainResult = loop.TrainResult
 
@@ -49,9 +48,7 @@ def make_task(config: ml_collections.ConfigDict,
   """The loop task that trains `experiment` for config.num_steps steps."""
   config_lib.validate(config)
   mesh = mesh or mesh_lib.make_mesh(config.num_devices)
-  if config.batch_size % mesh.size:
-    raise ConfigError(f'config.batch_size={config.batch_size} must be a '
-                      f'multiple of the number of devices ({mesh.size})')
+  mesh_lib.check_batch_size(config.batch_size, mesh)
   local_batch = batches_lib.local_batch_size(config.batch_size)
   tx = experiment.tx or optim.make_optimizer(config.optimizer, config.num_steps)
   train_step = steps_lib.make_train_step(

@@ -15,7 +15,6 @@ import ml_collections
 
 from lib import loop
 from lib import mesh as mesh_lib
-from lib.errors import ConfigError
 from projects.domain_adaptation import config as config_lib
 from projects.domain_adaptation import dann
 from projects.domain_adaptation import domains
@@ -29,9 +28,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict,
   """Trains every method of `config.methods`; metrics are '<method>/<name>'."""
   config_lib.validate(config)
   mesh = mesh_lib.make_mesh(config.num_devices)
-  if config.batch_size % mesh.size:
-    raise ConfigError(f'config.batch_size={config.batch_size} must be a '
-                      f'multiple of the number of devices ({mesh.size})')
+  mesh_lib.check_batch_size(config.batch_size, mesh)
   source, target = domains.load_pair(config.data)
   num_classes = int(max(source['train']['label'].max(),
                         target['test']['label'].max())) + 1

@@ -26,7 +26,6 @@ import numpy as np
 
 from lib import loop
 from lib import mesh as mesh_lib
-from lib.errors import ConfigError
 from lib.metrics import bleu
 from projects.seq2seq import config as config_lib
 from projects.seq2seq import data as data_lib
@@ -171,9 +170,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict,
   """Trains every system of `config.systems`; metrics '<system>/<name>'."""
   config_lib.validate(config)
   mesh = mesh_lib.make_mesh(config.num_devices)
-  if config.batch_size % mesh.size:
-    raise ConfigError(f'config.batch_size={config.batch_size} must be a '
-                      f'multiple of the number of devices ({mesh.size})')
+  mesh_lib.check_batch_size(config.batch_size, mesh)
   corpus = data_lib.load_corpus(config.data)
   train_pairs = subsample(corpus.splits['train'], config.data.max_train_examples,
                           config.data.split_seed)
