@@ -3,7 +3,7 @@
   python -m tests.lib.multiprocess_worker WORKDIR PORT NUM_PROCESSES PROCESS_ID
 
 Each process holds its share of the data (every N-th example), as a real
-multi-host job does, and 8 / N CPU devices, so the global mesh always has 8.
+multi-host job does, and 4 / N CPU devices, so the global mesh always has 4.
 Process 0 writes WORKDIR/final.json with the parameters and the summary.
 """
 
@@ -14,7 +14,7 @@ import sys
 _, WORKDIR, PORT, NUM_PROCESSES, PROCESS_ID = sys.argv
 os.environ['JAX_PLATFORMS'] = 'cpu'
 os.environ['XLA_FLAGS'] = ('--xla_force_host_platform_device_count='
-                           f'{8 // int(NUM_PROCESSES)}')
+                           f'{4 // int(NUM_PROCESSES)}')
 
 import jax  # pylint: disable=g-import-not-at-top,wrong-import-position
 

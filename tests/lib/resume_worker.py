@@ -14,7 +14,8 @@ from tests import toy  # pylint: disable=wrong-import-position
 
 def main(workdir: str, num_steps: int):
   config = toy.toy_config(num_steps=num_steps, checkpoint_every=10,
-                          log_every=10, eval_every=40, keep_checkpoints=3)
+                          log_every=10, eval_every=40, keep_checkpoints=3,
+                          num_devices=2)
   result = trainer.train_and_evaluate(config, workdir, toy.toy_experiment())
   params = jax.tree.map(lambda x: x.tolist(), jax.device_get(
       {'params': result.state.params, 'model_state': result.state.model_state,

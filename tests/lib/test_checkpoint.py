@@ -82,7 +82,7 @@ def test_killed_run_resumes_to_the_same_parameters(tmp_path):
   resumed = str(tmp_path / 'resumed')
   kills = 0
   rng = np.random.default_rng(0)
-  for _ in range(3):  # kill at a random moment after the first checkpoint
+  for _ in range(2):  # kill at a random moment after the first checkpoint
     proc = _run_worker(resumed, num_steps)
     deadline = time.time() + 120
     while not _saved_steps(resumed):

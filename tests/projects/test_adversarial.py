@@ -277,6 +277,7 @@ def test_attack_mode_end_to_end_and_sharded_equals_unsharded(tmp_path):
                        targeted=True)
   config.universal.num_steps = 5
   config.defence.names = 'jpeg,resize_pad'
+  config.num_devices = 2
   result = train.train_and_evaluate(config, str(tmp_path))
   metrics = result.metrics
   summary = json.loads((tmp_path / 'summary.json').read_text())

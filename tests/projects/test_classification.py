@@ -52,6 +52,7 @@ def test_quick_config_learns_as_a_toolkit_variant(tmp_path):
   config = config_lib.get_config('quick')
   config.num_steps = 200
   config.plots = False
+  config.num_devices = 2
   table = experiments.run_variants({'quick (200 steps)': config},
                                    str(tmp_path))
   run_dir = tmp_path / 'quick'

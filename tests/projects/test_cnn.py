@@ -33,6 +33,7 @@ def _tiny_config(**overrides):
   config.num_steps = 30
   config.eval_every = 30
   config.plots = False
+  config.num_devices = 2
   config.update(overrides)
   return config
 
@@ -288,7 +289,7 @@ def test_tfds_variant_loads_by_name(tmp_path):
 
 
 def test_launch_train_learns_digits_with_the_tricks_and_reports_tta(tmp_path):
-  overrides = dict(num_steps=100, eval_every=100, plots=False,
+  overrides = dict(num_steps=100, eval_every=100, plots=False, num_devices=2,
                    label_smoothing=0.1, **{'augment.mixup_alpha': 0.2},
                    **{'optimizer.schedule': 'cosine',
                       'optimizer.warmup_steps': 10,

@@ -349,6 +349,7 @@ def test_every_method_runs_end_to_end_and_a_rerun_trains_nothing(
   config.quantize.bits = (8,)
   config.cluster.bits = (2,)
   config.plots = True
+  config.num_devices = 2
   metrics = train.train_and_evaluate(config, str(tmp_path)).metrics
   rows = {}
   for method in methods.METHODS:

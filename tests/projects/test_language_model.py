@@ -25,6 +25,7 @@ def _quick(kind='gpt'):
   config = config_lib.get_config('quick' if kind == 'gpt' else f'quick_{kind}')
   config.plots = False
   config.sample_tokens = 120
+  config.num_devices = 2
   return config
 
 

@@ -260,6 +260,7 @@ def _small_config(method):
     config.keep_checkpoints = 4
   config.log_every = 40
   config.plots = False
+  config.num_devices = 2
   return config
 
 
@@ -276,7 +277,7 @@ def _accuracies(config, params, test_tasks) -> list[float]:
 
 @pytest.fixture(scope='module')
 def runs(tmp_path_factory):
-  """Every method trained on two permuted-digit tasks (8 fake devices)."""
+  """Every method trained on two permuted-digit tasks (2 devices)."""
   results = {}
   for method in methods.METHODS:
     workdir = str(tmp_path_factory.mktemp(method))

@@ -174,7 +174,7 @@ def test_each_method_learns_sinusoid_regression(method):
 def _quick(tmp_path, **overrides):
   config = config_lib.get_config('quick')
   config.update(batch_size=8, num_steps=60, eval_every=30, log_every=10,
-                checkpoint_every=30, plots=False)
+                checkpoint_every=30, plots=False, num_devices=2)
   config.eval.update(val_episodes=16, test_episodes=40, batch_episodes=16)
   for name, value in overrides.items():
     group, field = name.split('.') if '.' in name else (None, name)
@@ -291,7 +291,7 @@ def test_omniglot_run_saves_and_reloads(tmp_path, method):
   config.model.update(channels=4, num_blocks=2)
   config.transfer.finetune_steps = 5
   config.update(batch_size=8, num_steps=2, eval_every=2, log_every=1,
-                checkpoint_every=0, plots=False)
+                checkpoint_every=0, plots=False, num_devices=2)
   config.eval.update(val_episodes=8, test_episodes=16, batch_episodes=8)
   result = train.train_and_evaluate(config, str(tmp_path / 'run'))
   assert 0 <= result.metrics['test/accuracy'] <= 1

@@ -23,6 +23,7 @@ def _quick_config(**data_fields):
   config = config_lib.get_config('quick')
   config.num_steps = 200
   config.plots = False
+  config.num_devices = 2
   config.data.update(data_fields)
   return config
 
@@ -165,7 +166,8 @@ def test_unknown_variant_is_a_config_error():
 def _launch(*args):
   return subprocess.run(
       [sys.executable, '-m', 'launch.train',
-       '--config=projects/regression/config.py:quick', *args],
+       '--config=projects/regression/config.py:quick',
+       '--config.num_devices=2', *args],
       cwd=REPO, capture_output=True, text=True, timeout=180)
 
 

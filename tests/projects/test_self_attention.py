@@ -281,6 +281,7 @@ def test_config_variants_and_unknown_ones():
 
 def test_quick_config_learns_the_synthetic_speakers(tmp_path):
   config = config_lib.get_config('quick')
+  config.num_devices = 2
   result = train.train_and_evaluate(config, str(tmp_path))
   metrics = result.metrics
   assert metrics['baseline/majority_class_accuracy'] == pytest.approx(1 / 6)

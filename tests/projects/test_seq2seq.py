@@ -207,6 +207,7 @@ def quick_run(tmp_path_factory):
   workdir = str(tmp_path_factory.mktemp('seq2seq'))
   config = config_lib.get_config('quick')
   config.data.synthetic.update(val=64, test=64)
+  config.num_devices = 2
   return config, workdir, train.train_and_evaluate(config, workdir)
 
 
