@@ -52,6 +52,8 @@ class SmallCNN(nn.Module):
   num_outputs: int = 10
   batch_norm: bool = True
   dropout: float = 0.0
+  # Not a parameter: explanations swap in ReLUs with other backward rules.
+  activation: Callable[[jax.Array], jax.Array] = nn.relu
 
   @nn.compact
   def __call__(self, x, *, train: bool = False):
@@ -59,7 +61,7 @@ class SmallCNN(nn.Module):
       x = conv.Conv(width, (3, 3), use_bias=not self.batch_norm)(x)
       if self.batch_norm:
         x = nn.BatchNorm(use_running_average=not train, momentum=0.9)(x)
-      x = nn.relu(x)
+      x = self.activation(x)
       if min(x.shape[1:3]) >= 2:
         x = max_pool2x2(x)
     x = _expose_features(self, x).mean(axis=(1, 2))
@@ -106,12 +108,13 @@ class ResidualBlock(nn.Module):
   channels: int
   strides: int = 1
   batch_norm: bool = True
+  activation: Callable[[jax.Array], jax.Array] = nn.relu
 
   @nn.compact
   def __call__(self, x, *, train: bool = False):
     shortcut = x
     y = conv.Conv(self.channels, (3, 3), self.strides, use_bias=False)(x)
-    y = nn.relu(_norm(train, self.batch_norm)(y))
+    y = self.activation(_norm(train, self.batch_norm)(y))
     y = conv.Conv(self.channels, (3, 3), use_bias=False)(y)
     # A zero-initialized last scale makes each block start as the identity.
     y = _norm(train, self.batch_norm, scale_init=nn.initializers.zeros)(y)
@@ -119,7 +122,7 @@ class ResidualBlock(nn.Module):
       shortcut = conv.Conv(self.channels, (1, 1), self.strides,
                          use_bias=False)(x)
       shortcut = _norm(train, self.batch_norm)(shortcut)
-    return nn.relu(y + shortcut)
+    return self.activation(y + shortcut)
 
 
 class ResNet(nn.Module):
@@ -135,6 +138,7 @@ class ResNet(nn.Module):
   stem: str = 'cifar'  # cifar: one 3x3 conv; imagenet: 7x7/2 conv + max-pool
   batch_norm: bool = True
   dropout: float = 0.0
+  activation: Callable[[jax.Array], jax.Array] = nn.relu
 
   @nn.compact
   def __call__(self, x, *, train: bool = False):
@@ -144,14 +148,14 @@ class ResNet(nn.Module):
       x = conv.Conv(self.width, (3, 3), use_bias=False)(x)
     else:
       raise ValueError(f"stem={self.stem!r}: choose 'cifar' or 'imagenet'")
-    x = nn.relu(_norm(train, self.batch_norm)(x))
+    x = self.activation(_norm(train, self.batch_norm)(x))
     if self.stem == 'imagenet':
       x = nn.max_pool(x, (3, 3), strides=(2, 2), padding='SAME')
     for stage, num_blocks in enumerate(self.stage_sizes):
       for block in range(num_blocks):
         strides = 2 if stage > 0 and block == 0 else 1
-        x = ResidualBlock(self.width * 2**stage, strides,
-                          self.batch_norm)(x, train=train)
+        x = ResidualBlock(self.width * 2**stage, strides, self.batch_norm,
+                          self.activation)(x, train=train)
     x = _expose_features(self, x).mean(axis=(1, 2))
     if self.dropout:
       x = nn.Dropout(self.dropout, deterministic=not train)(x)

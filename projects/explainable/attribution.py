@@ -14,9 +14,13 @@ new parameters (the sanity check) reuse the compiled function.
   grad_cam               ReLU(sum_k mean(d logit_c / d A_k) A_k), upsampled [B, H, W]
   occlusion              drop of logit_c when a sliding patch is greyed out [B, H, W]
   lime                   weighted ridge surrogate over patch on/off masks [B, H, W]
+  guided_backprop        |gradient through guided_relu|, max over C [B, H, W]
+  lrp_epsilon            x * gradient through epsilon_stabilized [B, H, W, C]
+  deeplift_rescale       (x - x0) * gradient through rescale_relu [B, H, W, C]
   deletion_curve         faithfulness: p(c) as the top-ranked pixels are removed
 """
 
+import functools
 import math
 from typing import Callable
 
@@ -249,6 +253,114 @@ def lime(logits_fn: LogitsFn, images, targets, key, *, grid: int = 4,
   coefficients = jnp.linalg.solve(gram + penalty, rhs[..., None])[..., 0]
   weights = coefficients[:, 1:]
   return weights[:, index], weights
+
+
+@jax.custom_vjp
+def guided_relu(x):
+  """ReLU whose backward pass keeps only positive gradients at positive inputs
+  (Springenberg et al. 2015): g * (x > 0) * (g > 0)."""
+  return jax.nn.relu(x)
+
+
+def _guided_relu_fwd(x):
+  return jax.nn.relu(x), x
+
+
+def _guided_relu_bwd(x, g):
+  return (jnp.where((x > 0) & (g > 0), g, jnp.zeros_like(g)),)
+
+
+guided_relu.defvjp(_guided_relu_fwd, _guided_relu_bwd)
+
+
+def guided_backprop(guided_logits_fn: LogitsFn, images, targets) -> jax.Array:
+  """|d logit_c / d x| of a model whose ReLUs are `guided_relu`, max over
+  channels: [B, H, W]."""
+  return saliency(guided_logits_fn, images, targets)
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(1,))
+def epsilon_stabilized(z, epsilon: float):
+  """The identity, whose backward pass scales the cotangent of an affine
+  layer's output z by z / (z + epsilon sign(z)) (sign(0) = +1).
+
+  With every Dense/Conv/BatchNorm output so marked, x * (d logit_c / d x) is
+  the LRP-epsilon relevance (Bach et al. 2015): R_j = sum_k x_j w_jk R_k /
+  (z_k + epsilon sign(z_k)), the gradient form of the rule.
+  """
+  del epsilon
+  return z
+
+
+def _epsilon_fwd(z, epsilon):
+  del epsilon
+  return z, z
+
+
+def _epsilon_bwd(epsilon, z, g):
+  sign = jnp.where(z >= 0, 1.0, -1.0).astype(z.dtype)
+  return (g * z / (z + epsilon * sign),)
+
+
+epsilon_stabilized.defvjp(_epsilon_fwd, _epsilon_bwd)
+
+
+def lrp_epsilon(lrp_logits_fn: LogitsFn, images, targets) -> jax.Array:
+  """Relevance x * (modified gradient) per pixel and channel [B, H, W, C];
+  `lrp_logits_fn` is the model with its affine outputs `epsilon_stabilized`."""
+  return images * input_gradients(lrp_logits_fn, images, targets)
+
+
+# Below this |x - x0| the rescale rule's multiplier is the ordinary gradient.
+RESCALE_TOLERANCE = 1e-6
+
+
+@jax.custom_vjp
+def rescale_relu(x):
+  """ReLU on a batch [x; x0] (inputs, then their references, as halves).
+
+  Its backward pass multiplies by DeepLIFT's rescale multiplier
+  (relu(x) - relu(x0)) / (x - x0) in both halves (Shrikumar et al. 2017),
+  the ordinary gradient where |x - x0| < RESCALE_TOLERANCE.
+  """
+  return jax.nn.relu(x)
+
+
+def _rescale_fwd(x):
+  return jax.nn.relu(x), x
+
+
+def _rescale_bwd(x, g):
+  inputs, references = jnp.split(x, 2, axis=0)
+  delta = inputs - references
+  close = jnp.abs(delta) < RESCALE_TOLERANCE
+  slope = (jax.nn.relu(inputs) - jax.nn.relu(references)) / jnp.where(
+      close, 1.0, delta)
+  multiplier = jnp.where(close, (inputs > 0).astype(x.dtype), slope)
+  return (g * jnp.concatenate([multiplier, multiplier], axis=0),)
+
+
+rescale_relu.defvjp(_rescale_fwd, _rescale_bwd)
+
+
+def deeplift_rescale(rescale_logits_fn: LogitsFn, images, targets,
+                     baselines) -> jax.Array:
+  """DeepLIFT's rescale rule per pixel and channel: [B, H, W, C].
+
+  `rescale_logits_fn` is the model with `rescale_relu` activations, applied
+  to [images; baselines] at once (eval mode: each example on its own), so
+  every ReLU sees its input and its reference. The attributions
+  (x - x0) * (modified gradient) sum to logit_c(x) - logit_c(x0) on networks
+  of affine layers and ReLUs (summation-to-delta).
+  """
+  count = images.shape[0]
+
+  def score(x):
+    logits = rescale_logits_fn(jnp.concatenate([x, baselines], axis=0))
+    return jnp.take_along_axis(logits[:count], targets[:, None],
+                               axis=1).sum()
+
+  return (images - baselines) * jax.grad(score)(images)
 
 
 def deletion_curve(logits_fn: LogitsFn, images, targets, attributions, *,

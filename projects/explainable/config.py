@@ -26,10 +26,13 @@ from lib.errors import ConfigError
 from projects.explainable import attribution
 from projects.explainable import explainer
 
+# lib.models' image classifiers whose ReLUs are a field (guided backprop and
+# DeepLIFT run clones with other backward rules).
+ACTIVATION_MODELS = ('small_cnn', 'resnet')
 VARIANTS = ('quick', 'mnist', 'cifar10', 'cifar10_small', 'tfds')
 METHODS = ('saliency', 'smoothgrad', 'integrated_gradients', 'grad_cam',
-           'occlusion', 'lime', 'filters', 'activation_maximization',
-           'sanity_check')
+           'occlusion', 'lime', 'guided_backprop', 'lrp', 'deeplift',
+           'filters', 'activation_maximization', 'sanity_check', 'surrogate')
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
@@ -59,6 +62,14 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
       grid=4,  # grid x grid patches are the interpretable features
       num_samples=512, kernel_width=0.25, ridge=1.0, fill='zero',
       output='probability'))  # the surrogate fits: probability | logit
+  config.lrp = ml_collections.ConfigDict(dict(
+      epsilon=0.1))  # absorbs relevance at weakly activated units
+  config.deeplift = ml_collections.ConfigDict(dict(
+      baseline='zero'))  # the reference input: zero | mean | blur
+  # The global surrogate: decision trees fitted to the network's predicted
+  # classes on `num_train` training images (0 = all), one per depth.
+  config.surrogate = ml_collections.ConfigDict(dict(
+      depths=(2, 4, 8, 16), num_train=10000, batch_size=1000))
   # Faithfulness: p(target) as the top-ranked pixels are deleted/inserted.
   config.deletion = ml_collections.ConfigDict(dict(steps=16, fill='zero'))
   config.filters = ml_collections.ConfigDict(dict(
@@ -68,7 +79,8 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
       steps=200, learning_rate=0.05, l2=0.5, tv=2.0, jitter=1,
       num_channels=8))  # last-feature-map channels visualized beside classes
   config.sanity = ml_collections.ConfigDict(dict(
-      methods=('saliency', 'smoothgrad', 'integrated_gradients', 'grad_cam'),
+      methods=('saliency', 'smoothgrad', 'integrated_gradients', 'grad_cam',
+               'guided_backprop', 'lrp', 'deeplift'),
       seed=1))  # of the re-initialized weights
   # The tour: how much of the target's probability the IG ranking deletes
   # fastest, against deleting pixels in random order.
@@ -78,6 +90,12 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   config.tour.baseline = 'deletion_auc/random'
 
   if arg == 'quick':
+    # The tour's budget: the backward-rule methods and the surrogate cost
+    # seconds there, so they run in the other variants only.
+    config.methods = tuple(m for m in METHODS if m not in (
+        'guided_backprop', 'lrp', 'deeplift', 'surrogate'))
+    config.sanity.methods = ('saliency', 'smoothgrad', 'integrated_gradients',
+                             'grad_cam')
     config.num_steps = 200
     config.eval_every = 100
     config.num_metric_images = 64
@@ -112,6 +130,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
                             warmup_steps=200)
     config.blur_sigma = 3.0
     config.integrated_gradients.baseline = 'blur'
+    config.deeplift.baseline = 'blur'
     config.occlusion.update(patch=6, stride=2, fill='blur')
     config.lime.update(grid=8, fill='blur')
     config.deletion.fill = 'blur'
@@ -180,6 +199,19 @@ def validate(config: ml_collections.ConfigDict):
   config_lib.require_choice(lime.fill, 'lime.fill', attribution.BASELINES)
   config_lib.require_choice(lime.output, 'lime.output',
                             attribution.LIME_OUTPUTS)
+  require(isinstance(config.lrp.epsilon, (int, float)) and
+          config.lrp.epsilon > 0,
+          f'config.lrp.epsilon={config.lrp.epsilon!r} must be > 0')
+  config_lib.require_choice(config.deeplift.baseline, 'deeplift.baseline',
+                            attribution.BASELINES)
+  depths = tuple(config.surrogate.depths)
+  require(bool(depths) and all(isinstance(d, int) and d > 0 for d in depths),
+          f'config.surrogate.depths={depths!r} must be positive integers')
+  require(isinstance(config.surrogate.num_train, int) and
+          config.surrogate.num_train >= 0,
+          f'config.surrogate.num_train={config.surrogate.num_train!r} must '
+          'be an integer >= 0')
+  _positive_int(config.surrogate.batch_size, 'surrogate.batch_size')
   _positive_int(config.deletion.steps, 'deletion.steps')
   config_lib.require_choice(config.deletion.fill, 'deletion.fill',
                             attribution.BASELINES)
@@ -197,3 +229,8 @@ def validate(config: ml_collections.ConfigDict):
   require(set(sanity_methods) <= set(explainer.ATTRIBUTION_METHODS),
           f'config.sanity.methods={sanity_methods!r}: choose from '
           f'{explainer.ATTRIBUTION_METHODS}')
+  swapped = sorted({'guided_backprop', 'deeplift'} &
+                   set(methods + sanity_methods))
+  require(not swapped or config.model.name in ACTIVATION_MODELS,
+          f'config.model.name={config.model.name!r}: {swapped} swap the '
+          f'ReLUs of a model with an activation field, {ACTIVATION_MODELS}')

@@ -98,3 +98,25 @@ def sanity_maps(image, stage_names: list[str],
   fig.suptitle('cascading randomization, output layer first', fontsize=9)
   fig.tight_layout()
   plots.save_figure(fig, path)
+
+
+def surrogate_panels(depths, fidelity, accuracy, importances, path: str,
+                     title: str = ''):
+  """Fidelity and accuracy against tree depth; the pixels the tree splits on."""
+  fig, (curve, heat) = plt.subplots(1, 2, figsize=(7.5, 3.2), dpi=110)
+  curve.plot(depths, fidelity, marker='o', label='fidelity (agrees with net)')
+  curve.plot(depths, accuracy, marker='s', label='accuracy (vs labels)')
+  curve.set_xscale('log', base=2)
+  curve.set_xticks(depths, [str(d) for d in depths])
+  curve.set_xlabel('max tree depth')
+  curve.set_ylim(0.0, 1.0)
+  curve.legend(fontsize=7)
+  image = heat.imshow(np.asarray(importances), cmap='inferno')
+  heat.set_title(f'depth-{depths[-1]} tree: pixel importance', fontsize=8)
+  heat.set_xticks([])
+  heat.set_yticks([])
+  fig.colorbar(image, ax=heat, fraction=0.046)
+  if title:
+    fig.suptitle(title, fontsize=9)
+  fig.tight_layout()
+  plots.save_figure(fig, path)

@@ -5,6 +5,7 @@
   filter_figures        filters.png, activations.png
   activation_maximization_figure   activation_maximization.png
   sanity_figures        sanity_check.png, sanity_maps.png
+  surrogate_figure      surrogate.png
   write_results         results.md: a table of every method's metrics
 """
 
@@ -19,6 +20,7 @@ from lib import report
 from projects.explainable import explainer as explainer_lib
 from projects.explainable import overlays
 from projects.explainable import runner
+from projects.explainable import surrogate
 
 _SIGNED = set(explainer_lib.SIGNED_METHODS)
 
@@ -86,6 +88,14 @@ def sanity_figures(workdir: str, image: np.ndarray, result: runner.Sanity):
       os.path.join(workdir, 'sanity_maps.png'))
 
 
+def surrogate_figure(workdir: str, config: ml_collections.ConfigDict,
+                     trees: surrogate.Surrogates):
+  overlays.surrogate_panels(
+      trees.depths, trees.fidelity, trees.accuracy, trees.importances,
+      os.path.join(workdir, 'surrogate.png'),
+      title=f'{config.data.name}: a decision tree mimicking the network')
+
+
 def results_markdown(config: ml_collections.ConfigDict,
                      metrics: dict[str, float]) -> str:
   """The classifier's accuracy, then one row per ranking (methods, random)."""
@@ -118,7 +128,25 @@ def results_markdown(config: ml_collections.ConfigDict,
       'insertion': 'insertion AUC (higher: more faithful)',
       'top': 'sanity: rank corr., output layer re-initialized',
       'all': 'all layers re-initialized'}, digits=3)
-  return '\n'.join(lines) + '\n\n' + table
+  text = '\n'.join(lines) + '\n\n' + table
+  depths = [d for d in config.surrogate.depths
+            if f'surrogate/depth_{d}/fidelity' in metrics]
+  if depths:
+    rows = [{'depth': d,
+             'leaves': int(metrics[f'surrogate/depth_{d}/leaves']),
+             'fidelity': metrics[f'surrogate/depth_{d}/fidelity'],
+             'accuracy': metrics[f'surrogate/depth_{d}/accuracy']}
+            for d in depths]
+    chance = metrics['surrogate/chance_fidelity']
+    text += ('\n\nGlobal surrogate: decision trees fitted to the network\'s '
+             'predicted classes on training images (fidelity = test '
+             'agreement with the network; a constant tree reaches '
+             f'{chance:.3g}).'
+             '\n\n' + report.markdown_table(rows, {
+                 'depth': 'max depth', 'leaves': 'leaves',
+                 'fidelity': 'fidelity', 'accuracy': 'test accuracy'},
+                 digits=3))
+  return text + '\n'
 
 
 def write_results(workdir: str, config: ml_collections.ConfigDict,

@@ -13,6 +13,7 @@ in the images' order, so all processes compute the same metrics and figures
   sanity_check             the maps as layers are re-initialized
   filter_views             first-layer kernels and one layer's activations
   activation_maximization  inputs that maximize class logits and channels
+  global_surrogate         decision trees fitted to the network's predictions
 """
 
 import dataclasses
@@ -31,6 +32,7 @@ from lib.data import splits
 from projects.explainable import attribution
 from projects.explainable import explainer as explainer_lib
 from projects.explainable import sanity
+from projects.explainable import surrogate
 from projects.explainable import visualize
 
 Source = dict[str, np.ndarray]
@@ -108,10 +110,13 @@ class Runner:
     self._predictors = {name: predict.Predictor(fn, mesh)
                         for name, fn in _per_example_fns(explainer).items()}
 
-  def __call__(self, name: str, params, source: Source):
+  def __call__(self, name: str, params, source: Source,
+               batch_size: int | None = None):
     """`name`'s outputs for every example of `source` (a source every
-    process holds whole), in order: one batch, padded to the mesh."""
+    process holds whole), in order: batches of `batch_size` (default: one
+    batch), padded to the mesh."""
     count = batches_lib.num_examples(source)
+    count = min(batch_size, count) if batch_size else count
     batch_size = -(-count // self.mesh.size) * self.mesh.size
     return self._predictors[name](
         params, splits.contiguous_share(source), batch_size, self.key,
@@ -246,3 +251,20 @@ def activation_maximization(model: nn.Module, variables: dict,
                            np.asarray(channel_images)])
   return images, channels, {
       'activation_maximization/class_logit_gain': float(np.mean(class_gain))}
+
+
+def global_surrogate(run: Runner, params, train: Source, test: Source,
+                     config: ml_collections.ConfigDict
+                     ) -> surrogate.Surrogates:
+  """Trees of `config.surrogate.depths` mimicking the network's predicted
+  classes on `surrogate.num_train` training images (drawn with `seed`),
+  scored on every test image."""
+  sur = config.surrogate
+  train = splits.random_subset({'image': train['image']}, sur.num_train,
+                               config.seed)
+  train_predicted = run('predicted', params, train, sur.batch_size)
+  test_predicted = run('predicted', params, {'image': test['image']},
+                       sur.batch_size)
+  return surrogate.fit_trees(train['image'], train_predicted, test['image'],
+                             test_predicted, test['label'],
+                             tuple(sur.depths), config.seed)

@@ -7,7 +7,8 @@ each of `config.methods` (runner.py) on `config.num_metric_images` test images
 and writes to WORKDIR (reports.py):
   attributions.png         rows = test images, columns = the attribution
                            methods (saliency, smoothgrad, integrated_gradients,
-                           grad_cam, occlusion, lime) as overlays
+                           grad_cam, occlusion, lime, guided_backprop, lrp,
+                           deeplift) as overlays
   deletion_curves.png, insertion_curves.png   p(target) as the top-ranked
                            pixels are deleted and inserted, per method and for
                            a random ranking
@@ -16,12 +17,15 @@ and writes to WORKDIR (reports.py):
   activation_maximization.png      inputs that maximize each class logit and
                            some channels of the last feature map
   sanity_check.png, sanity_maps.png    cascading model randomization
+  surrogate.png            a decision tree's fidelity to the network and
+                           accuracy against its depth, and the deepest
+                           tree's pixel importances
   results.md               a table of the metrics per method
 and the metrics to WORKDIR/summary.json: the classifier's accuracy,
 deletion/insertion AUC per method (and for a random ranking), IG's
 completeness gap, the logit gain of activation maximization, and the rank
 correlation of each method's maps with the trained model's as layers are
-re-initialized.
+re-initialized, and each surrogate tree's fidelity, accuracy and leaves.
 """
 
 import os
@@ -100,6 +104,13 @@ def train_and_evaluate(config: ml_collections.ConfigDict,
     metrics.update(checked.metrics)
     if chief:
       reports.sanity_figures(workdir, images['image'][0], checked)
+
+  if 'surrogate' in methods:
+    trees = runner.global_surrogate(run, params, data.train, data.test,
+                                    config)
+    metrics.update(trees.metrics)
+    if chief:
+      reports.surrogate_figure(workdir, config, trees)
 
   if chief:
     reports.write_results(workdir, config, metrics)

@@ -6,7 +6,10 @@ import os
 import subprocess
 import sys
 
+from typing import Callable
+
 import chex
+import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -15,11 +18,13 @@ import pytest
 from lib import errors
 from lib import mesh as mesh_lib
 from lib import models
+from lib.data import embedded
 from projects.explainable import attribution
 from projects.explainable import config as config_lib
 from projects.explainable import explainer as explainer_lib
 from projects.explainable import runner
 from projects.explainable import sanity
+from projects.explainable import surrogate
 from projects.explainable import train
 from projects.explainable import visualize
 
@@ -330,6 +335,184 @@ def test_every_method_batched_equals_per_example_and_sharded(method):
       atol=1e-5, rtol=1e-4)
 
 
+def test_guided_backprop_keeps_positive_paths_of_a_one_hidden_layer_net():
+  # logits = relu(x W1) W2 on flattened pixels: guided gradient of logit c is
+  # W1 ((x W1 > 0) * (W2[:, c] > 0) * W2[:, c]); plain gradient keeps W2 < 0.
+  images, _, targets = _images_and_weights(batch=4)
+  hidden = jax.random.normal(jax.random.key(11), (np.prod(SHAPE), 6))
+  head = jax.random.normal(jax.random.key(12), (6, 3))
+
+  def net(activation):
+    return lambda x: activation(x.reshape(len(x), -1) @ hidden) @ head
+
+  guided = jax.jit(functools.partial(attribution.guided_backprop,
+                                     net(attribution.guided_relu)))(
+                                         images, targets)
+  plain = attribution.saliency(net(jax.nn.relu), images, targets)
+  flat = images.reshape(4, -1)
+  active = (flat @ hidden > 0).astype(jnp.float32)  # [B, 6]
+  upstream = head[:, targets].T  # [B, 6]
+  gradient = (active * jnp.maximum(upstream, 0)) @ hidden.T
+  expected = jnp.abs(gradient.reshape(4, *SHAPE)).max(axis=-1)
+  chex.assert_shape(guided, (4, 8, 8))
+  chex.assert_trees_all_close(guided, expected, rtol=1e-5, atol=1e-6)
+  assert float(jnp.min(upstream)) < 0  # the plain gradient has negative parts
+  assert float(jnp.abs(guided - plain).max()) > 1e-3
+  # Through the Explainer, the CNN's clone with guided ReLUs differs too.
+  model, params, model_state = _small_cnn()
+  explainer = explainer_lib.Explainer(model, model_state, _explain_config())
+  key = jax.random.key(0)
+  cnn_guided = explainer.maps['guided_backprop'](params, images, targets, key)
+  cnn_plain = explainer.maps['saliency'](params, images, targets, key)
+  chex.assert_tree_all_finite(cnn_guided)
+  assert float(jnp.abs(cnn_guided - cnn_plain).max()) > 1e-4
+
+
+class _ProbedNet(nn.Module):
+  """Conv -> ReLU -> average pool -> Dense -> ReLU -> Dense, each layer's
+  input sown ('intermediates') and perturbable ('perturbations')."""
+  use_bias: bool = False
+  activation: Callable[[jax.Array], jax.Array] = nn.relu
+
+  def _probe(self, name, x):
+    self.sow('intermediates', name, x)
+    return self.perturb(name, x)
+
+  @nn.compact
+  def __call__(self, x, *, train: bool = False):
+    del train
+    x = nn.Conv(4, (3, 3), use_bias=self.use_bias)(self._probe('conv', x))
+    x = nn.avg_pool(self.activation(x), (2, 2), (2, 2))
+    x = self._probe('dense', x.reshape(len(x), -1))
+    x = self.activation(nn.Dense(8, use_bias=self.use_bias)(x))
+    return nn.Dense(3, use_bias=self.use_bias)(self._probe('head', x))
+
+
+def _layer_relevances(model, params, images, targets, epsilon):
+  """LRP-epsilon relevance summed at each probed layer's input: {name: [B]}."""
+  variables = model.init(jax.random.key(0), images)
+  deltas = jax.tree.map(jnp.zeros_like, variables['perturbations'])
+
+  def score(deltas):
+    with nn.intercept_methods(explainer_lib.lrp_interceptor(epsilon)):
+      logits, state = model.apply({'params': params, 'perturbations': deltas},
+                                  images, mutable=['intermediates'])
+    scores = jnp.take_along_axis(logits, targets[:, None], axis=1)[:, 0]
+    return scores.sum(), state['intermediates']
+
+  grads, inputs = jax.grad(score, has_aux=True)(deltas)
+  return {name: (inputs[name][0] * grads[name]).reshape(len(images), -1).sum(1)
+          for name in grads}
+
+
+def test_lrp_epsilon_conserves_relevance_on_a_bias_free_net_layer_by_layer():
+  model = _ProbedNet(use_bias=False)
+  images, _, targets = _images_and_weights(batch=4)
+  params = model.init(jax.random.key(1), images)['params']
+  logits = model.apply({'params': params}, images)
+  target_logits = logits[jnp.arange(4), targets]
+  config = _explain_config()
+  config.lrp.epsilon = 1e-9
+  explainer = explainer_lib.Explainer(model, {}, config)
+  relevance = explainer.lrp(params, images, targets)
+  chex.assert_shape(relevance, images.shape)
+  chex.assert_trees_all_close(relevance.reshape(4, -1).sum(1), target_logits,
+                              rtol=1e-4, atol=1e-5)
+  layers = _layer_relevances(model, params, images, targets, 1e-9)
+  assert set(layers) == {'conv', 'dense', 'head'}
+  for name, total in layers.items():
+    chex.assert_trees_all_close(total, target_logits, rtol=1e-4, atol=1e-5,
+                                custom_message=name)
+  # A large epsilon absorbs relevance: the input's share shrinks.
+  scale = float(jnp.abs(target_logits).max())
+  config.lrp.epsilon = 10 * scale
+  absorbed = explainer_lib.Explainer(model, {}, config).lrp(
+      params, images, targets).reshape(4, -1).sum(1)
+  assert bool(jnp.all(jnp.abs(absorbed) < 0.5 * jnp.abs(target_logits))), (
+      absorbed, target_logits)
+
+
+def test_lrp_with_a_tiny_epsilon_is_gradient_times_input_on_a_cnn():
+  model, params, model_state = _small_cnn()
+  config = _explain_config()
+  config.lrp.epsilon = 1e-9
+  explainer = explainer_lib.Explainer(model, model_state, config)
+  images, _, targets = _images_and_weights(batch=3)
+  logits_fn = functools.partial(explainer.logits, params)
+  expected = images * attribution.input_gradients(logits_fn, images, targets)
+  chex.assert_trees_all_close(explainer.lrp(params, images, targets),
+                              expected, rtol=1e-3, atol=1e-5)
+
+
+def test_deeplift_sums_to_the_logit_difference_on_a_relu_net_with_biases():
+  model = _ProbedNet(use_bias=True)
+  images, _, targets = _images_and_weights(batch=6)
+  params = model.init(jax.random.key(2), images)['params']
+  # Non-zero biases, so ReLUs switch between the input and the reference.
+  params = jax.tree.map(lambda p: p + 0.1 * jnp.sign(p) + 0.05, params)
+  for baseline in ('zero', 'blur'):
+    config = _explain_config()
+    config.deeplift.baseline = baseline
+    explainer = explainer_lib.Explainer(model, {}, config)
+    attributions = explainer.deeplift(params, images, targets)
+    chex.assert_shape(attributions, images.shape)
+    references = explainer.fill(images, baseline)
+    logits_fn = functools.partial(explainer.logits, params)
+    delta = (attribution.target_scores(logits_fn, images, targets) -
+             attribution.target_scores(logits_fn, references, targets))
+    chex.assert_trees_all_close(attributions.reshape(6, -1).sum(1), delta,
+                                rtol=1e-4, atol=1e-5)
+    gradient_times_delta = (images - references) * attribution.input_gradients(
+        logits_fn, images, targets)
+    assert float(jnp.abs(gradient_times_delta - attributions).max()) > 1e-3
+
+
+def test_deeplift_rescale_differs_from_gradient_times_delta_by_hand():
+  # f(x) = relu(x - 1), x = 2, x0 = 0: the gradient at x is 1, so
+  # gradient x delta = 2; the rescale slope (1 - 0) / 2 gives 1 = f(x) - f(x0).
+  def logits_fn(activation):
+    return lambda x: jnp.stack([activation(x[:, 0, 0, 0] - 1.0),
+                                -x[:, 0, 0, 0]], axis=1)
+
+  images = jnp.full((1, 1, 1, 1), 2.0)
+  targets = jnp.zeros(1, jnp.int32)
+  attributions = attribution.deeplift_rescale(
+      logits_fn(attribution.rescale_relu), images, targets,
+      jnp.zeros_like(images))
+  chex.assert_trees_all_close(attributions, jnp.ones((1, 1, 1, 1)))
+  gradient = attribution.input_gradients(logits_fn(jax.nn.relu), images,
+                                         targets)
+  chex.assert_trees_all_close(gradient * images, jnp.full((1, 1, 1, 1), 2.0))
+  # Where input and reference agree, the multiplier is the ordinary gradient.
+  same = attribution.deeplift_rescale(logits_fn(attribution.rescale_relu),
+                                      images, targets, images)
+  chex.assert_trees_all_close(same, jnp.zeros((1, 1, 1, 1)))
+
+
+def test_surrogate_trees_grow_more_faithful_with_depth_on_digits():
+  digits = embedded.load_digits()
+  images, labels = digits['image'], digits['label']
+  train_x, test_x = images[:1200], images[1200:]
+  # "The network": a least-squares linear classifier of the pixels.
+  features = lambda x: np.concatenate(
+      [x.reshape(len(x), -1), np.ones((len(x), 1), np.float32)], axis=1)
+  weights = np.linalg.lstsq(features(train_x), np.eye(10)[labels[:1200]],
+                            rcond=None)[0]
+  predict = lambda x: np.argmax(features(x) @ weights, axis=1)
+  trees = surrogate.fit_trees(train_x, predict(train_x), test_x,
+                              predict(test_x), labels[1200:], (2, 16), seed=0)
+  low, high = trees.fidelity
+  assert 0.0 <= low <= high <= 1.0, trees.fidelity
+  assert high > trees.metrics['surrogate/chance_fidelity'] + 0.3
+  assert trees.leaves[0] <= 4 < trees.leaves[1]
+  assert all(0.0 <= a <= 1.0 for a in trees.accuracy)
+  chex.assert_shape(trees.importances, (8, 8))
+  assert set(trees.metrics) == {
+      'surrogate/chance_fidelity',
+      *(f'surrogate/depth_{d}/{k}' for d in (2, 16)
+        for k in ('fidelity', 'accuracy', 'leaves'))}
+
+
 def test_quick_config_is_valid_and_bad_fields_are_named():
   for variant in config_lib.VARIANTS:
     config_lib.validate(config_lib.get_config(variant))
@@ -337,7 +520,10 @@ def test_quick_config_is_valid_and_bad_fields_are_named():
                                                'simpson'),
          ('occlusion.patch', 0), ('lime.fill', 'noise'), ('target', 'best'),
          ('sanity.methods', ('filters',)), ('activation_maximization.jitter',
-                                            -1)]
+                                            -1), ('lrp.epsilon', 0.0),
+         ('lrp.epsilon', -1e-3), ('deeplift.baseline', 'noise'),
+         ('surrogate.depths', (2, 0)), ('surrogate.depths', ()),
+         ('surrogate.num_train', -1), ('surrogate.batch_size', 0)]
   for field, value in bad:
     config = config_lib.get_config('quick')
     parent, _, leaf = ('.' + field).rpartition('.')
@@ -349,6 +535,12 @@ def test_quick_config_is_valid_and_bad_fields_are_named():
       config_lib.validate(config)
   with pytest.raises(errors.ConfigError):
     config_lib.get_config('imagenet')
+  config = config_lib.get_config('quick')
+  config.model.name = 'separable'  # no activation field to swap
+  config_lib.validate(config)  # fine without the backward-rule methods
+  config.methods = config_lib.METHODS
+  with pytest.raises(errors.ConfigError, match='model.name'):
+    config_lib.validate(config)
 
 
 def test_figure_indices_show_each_class_first():
@@ -412,6 +604,9 @@ def test_train_and_evaluate_explains_a_trained_digits_classifier(tmp_path):
   config.activation_maximization.steps = 20
   config.activation_maximization.num_channels = 2
   config.filters.num_channels = 4
+  config.num_devices = 2
+  config.methods = config_lib.METHODS  # the quick variant may leave some out
+  config.surrogate.depths = (2, 16)
   result = train.train_and_evaluate(config, str(tmp_path))
   metrics = result.metrics
   assert metrics['classifier/test/accuracy'] > 0.8
@@ -424,12 +619,17 @@ def test_train_and_evaluate_explains_a_trained_digits_classifier(tmp_path):
   assert metrics['integrated_gradients/completeness_relative_error'] < 0.05
   assert metrics['activation_maximization/class_logit_gain'] > 0
   assert metrics['sanity/saliency/rank_correlation_all_layers'] < 0.9
+  assert (metrics['surrogate/depth_2/fidelity'] <=
+          metrics['surrogate/depth_16/fidelity'] <= 1.0)
   for png in ('attributions', 'deletion_curves', 'insertion_curves',
               'filters', 'activations', 'activation_maximization',
-              'sanity_check', 'sanity_maps'):
+              'sanity_check', 'sanity_maps', 'surrogate'):
     assert (tmp_path / f'{png}.png').stat().st_size > 1000, png
   results = (tmp_path / 'results.md').read_text()
-  assert f"| lime | {metrics['deletion_auc/lime']:.3g} |" in results
+  for name in ('lime', 'guided_backprop', 'lrp', 'deeplift'):
+    assert f"| {name} | {metrics[f'deletion_auc/{name}']:.3g} |" in results
+  assert (f"| 16 | {metrics['surrogate/depth_16/leaves']:.0f} | "
+          f"{metrics['surrogate/depth_16/fidelity']:.3g} |") in results
   summary = json.loads((tmp_path / 'summary.json').read_text())
   assert summary[config.tour.metric] == metrics[config.tour.metric]
   assert config.tour.baseline in metrics
