@@ -67,10 +67,14 @@ def require_choice(value, field: str, choices):
 def require_distinct_choices(values, field: str, choices):
   """`config.<field>` must be a non-empty tuple of distinct `choices`."""
   values = tuple(values)
+  # ml_collections reads --config.FIELD=a,b as the one value 'a,b'.
+  parts = tuple(part for v in values for part in str(v).split(','))
+  hint = (f' (a tuple on the command line: "--config.{field}={parts!r}")'
+          if len(parts) > len(values) else '')
   require(bool(values) and set(values) <= set(choices) and
           len(set(values)) == len(values),
           f'config.{field}={values!r}: choose distinct values from '
-          f'{tuple(choices)}')
+          f'{tuple(choices)}{hint}')
 
 
 def validate(config: ml_collections.ConfigDict):

@@ -656,4 +656,6 @@ def test_launcher_rejects_an_unknown_method_in_one_line(tmp_path):
       cwd=REPO, capture_output=True, text=True, timeout=120)
   assert result.returncode == 2, result.stderr
   assert 'config.methods' in result.stderr
+  # The comma list arrived as one value; the error shows the tuple form.
+  assert "--config.methods=('saliency', 'tarot')" in result.stderr
   assert not list(tmp_path.iterdir())
