@@ -21,7 +21,17 @@ class Surrogates:
   accuracy: list[float]  # test accuracy against the labels, per depth
   leaves: list[int]
   importances: np.ndarray  # the deepest tree's pixel importances [H, W]
-  metrics: dict[str, float]
+  chance_fidelity: float  # a tree that always answers the network's mode
+
+  @property
+  def metrics(self) -> dict[str, float]:
+    metrics = {'surrogate/chance_fidelity': self.chance_fidelity}
+    for depth, fidelity, accuracy, leaves in zip(
+        self.depths, self.fidelity, self.accuracy, self.leaves):
+      metrics[f'surrogate/depth_{depth}/fidelity'] = fidelity
+      metrics[f'surrogate/depth_{depth}/accuracy'] = accuracy
+      metrics[f'surrogate/depth_{depth}/leaves'] = float(leaves)
+    return metrics
 
 
 def fit_trees(train_images: np.ndarray, train_predicted: np.ndarray,
@@ -31,9 +41,6 @@ def fit_trees(train_images: np.ndarray, train_predicted: np.ndarray,
   features = lambda x: np.asarray(x, np.float32).reshape(len(x), -1)
   x_train, x_test = features(train_images), features(test_images)
   fidelity, accuracy, leaves = [], [], []
-  # A tree that always answers the network's most frequent class.
-  metrics = {'surrogate/chance_fidelity': float(
-      np.bincount(test_predicted).max() / len(test_predicted))}
   for depth in depths:
     fitted = tree.DecisionTreeClassifier(max_depth=depth, random_state=seed)
     fitted.fit(x_train, train_predicted)
@@ -41,10 +48,8 @@ def fit_trees(train_images: np.ndarray, train_predicted: np.ndarray,
     fidelity.append(float(np.mean(predicted == test_predicted)))
     accuracy.append(float(np.mean(predicted == test_labels)))
     leaves.append(int(fitted.get_n_leaves()))
-    metrics[f'surrogate/depth_{depth}/fidelity'] = fidelity[-1]
-    metrics[f'surrogate/depth_{depth}/accuracy'] = accuracy[-1]
-    metrics[f'surrogate/depth_{depth}/leaves'] = float(leaves[-1])
   importances = fitted.feature_importances_.reshape(
       test_images.shape[1:]).sum(axis=-1)
+  chance = float(np.bincount(test_predicted).max() / len(test_predicted))
   return Surrogates(list(depths), fidelity, accuracy, leaves, importances,
-                    metrics)
+                    chance)
