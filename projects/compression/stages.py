@@ -77,28 +77,49 @@ def nonzero(params):
   return jax.tree.map(lambda p: (p != 0).astype(p.dtype), params)
 
 
+def labelled_mask(train, num_labels: int, seed: int) -> np.ndarray:
+  """[N] float32: 1 for the `num_labels` examples (random) whose labels the
+  students may use, all ones for 0."""
+  size = len(train['label'])
+  mask = np.zeros(size, np.float32)
+  chosen = splits.random_subset({'index': np.arange(size)}, num_labels, seed)
+  mask[chosen['index']] = 1.0
+  return mask
+
+
 class Stages:
   """Trains (or restores) each stage once per process and keeps its result."""
 
   def __init__(self, config, workdir: str, data: image_data.ImageData, mesh):
     self.config, self.workdir, self.data = config, workdir, data
+    self.labelled = labelled_mask(data.train, config.student_labels,
+                                  config.seed)
     self.mesh = mesh
     self.student = students.make_student(config, data.num_classes)
     self.wall_seconds = {}  # of each stage trained or restored here
     self.states = {}  # each stage's final train state
-    self._train_data = splits.shard_for_process(data.train)
+    self._train_data = splits.shard_for_process(
+        splits.take(data.train, np.flatnonzero(self.labelled)))
     self._finetune_steps = {}
 
   def _student_experiment(self, loss_fn=None) -> trainer.Experiment:
-    """lib.image_classifier's Experiment with the student (and `loss_fn`) in."""
+    """lib.image_classifier's Experiment with the student (and `loss_fn`) in.
+
+    Trained on the labelled examples alone, or with a `loss_fn` (the
+    distillation's) on every training image, each marked 'labelled' or not.
+    """
     config = self.config
+    if loss_fn is None:
+      train = splits.take(self.data.train, np.flatnonzero(self.labelled))
+    else:
+      train = {**self.data.train, 'labelled': self.labelled}
     train_loss, eval_fn = classifier.classifier_fns(
         self.student, label_smoothing=config.label_smoothing,
         augment=augment_lib.make_augment(config.augment),
         mixup_alpha=config.augment.mixup_alpha, input_key='image')
-    return dataclasses.replace(image_classifier.build(config, self.data),
-                               model=self.student, eval_fn=eval_fn,
-                               loss_fn=loss_fn or train_loss)
+    return dataclasses.replace(
+        image_classifier.build(config, self.data._replace(train=train)),
+        model=self.student, eval_fn=eval_fn, loss_fn=loss_fn or train_loss)
 
   def _run(self, stage: str, config, task: loop.Task):
     """The stage's final train state, from `lib.loop.run` in WORKDIR/<stage>."""

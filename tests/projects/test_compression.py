@@ -27,6 +27,7 @@ from projects.compression import methods
 from projects.compression import models
 from projects.compression import pruning
 from projects.compression import quantization
+from projects.compression import stages
 from projects.compression import students
 from projects.compression import train
 
@@ -81,7 +82,8 @@ def test_budget_check_and_config_validation():
                             config.max_params) <= 100_000
   for field, value in (('method', 'zip'), ('compress_from', 'teacher'),
                        ('prune.sparsities', (0.5, 1.0)),
-                       ('quantize.bits', (1,)), ('early_exit.exits', (3,))):
+                       ('quantize.bits', (1,)), ('early_exit.exits', (3,)),
+                       ('student_labels', -1)):
     bad = config_lib.get_config()
     parent, _, name = ('.' + field).rpartition('.')
     (bad[parent[1:]] if parent else bad)[name] = value
@@ -249,6 +251,22 @@ def test_distillation_loss_known_values():
                               jnp.zeros(5), atol=1e-5)
   chex.assert_trees_all_close(distillation.distillation_loss(
       logits, -logits, labels, temperature=2.0, alpha=0.0), ce, atol=1e-6)
+  # Unlabelled examples (a transfer set) learn the teacher's outputs only.
+  labelled = jnp.array([1.0, 0.0, 1.0, 0.0, 0.0])
+  soft_only = distillation.distillation_loss(
+      logits, -logits, labels, temperature=2.0, alpha=1.0)
+  chex.assert_trees_all_close(distillation.distillation_loss(
+      logits, -logits, labels, temperature=2.0, alpha=0.25,
+      labelled=labelled), 0.25 * soft_only + 0.75 * ce * labelled, atol=1e-6)
+
+
+def test_labelled_mask_keeps_the_number_of_labels_asked_for():
+  train_set = {'label': np.zeros(50, np.int32)}
+  mask = stages.labelled_mask(train_set, 20, seed=0)
+  chex.assert_shape(mask, (50,))
+  assert mask.sum() == 20 and set(np.unique(mask)) == {0.0, 1.0}
+  assert not np.array_equal(mask, stages.labelled_mask(train_set, 20, seed=1))
+  np.testing.assert_array_equal(stages.labelled_mask(train_set, 0, seed=0), 1)
 
 
 def _train_mlp(loss_fn, model, data, num_steps, seed):
