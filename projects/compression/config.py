@@ -13,7 +13,8 @@ Variants (`--config=projects/compression/config.py:VARIANT`):
   mnist     MNIST IDX files from `data.mnist_dir`.
   tfds      any TFDS image classification set by name (`data.tfds_name`).
 
-`method`: baseline | distill | prune | quantize | cluster | early_exit | all
+`method`: baseline | distill | prune | lottery | quantize | cluster | early_exit |
+all
 (see train.py). `model` is the student, `teacher.model` the teacher.
 `validate(config)` checks every field before anything loads or trains.
 """
@@ -55,6 +56,8 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
       finetune_steps=100,  # per round
       learning_rate=3e-4,
       structured_fractions=(0.5,)))  # of the filters removed (L1 norm)
+  # The lottery ticket: the trained student's magnitude masks, retrained.
+  config.lottery = ml_collections.ConfigDict(dict(sparsities=(0.8, 0.9)))
   config.quantize = ml_collections.ConfigDict(dict(bits=(8, 4, 2),
                                                    per_channel=True))
   config.cluster = ml_collections.ConfigDict(dict(bits=(4, 2),
@@ -131,7 +134,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   return config
 
 
-METHODS = ('baseline', 'distill', 'prune', 'quantize', 'cluster',
+METHODS = ('baseline', 'distill', 'prune', 'lottery', 'quantize', 'cluster',
            'early_exit', 'all')
 SOURCES = ('distilled', 'student')  # what compress_from may name
 
@@ -175,6 +178,9 @@ def validate(config: ml_collections.ConfigDict) -> None:
   for name in ('sparsities', 'structured_fractions'):
     _require(all(0.0 <= s < 1.0 for s in prune[name]),
              f'config.prune.{name}={prune[name]} must each be in [0, 1)')
+  _require(all(0.0 <= s < 1.0 for s in config.lottery.sparsities),
+           f'config.lottery.sparsities={config.lottery.sparsities} must each '
+           'be in [0, 1)')
   _require(prune.scope in ('global', 'layer'), f'config.prune.scope='
            f"{prune.scope!r}: choose 'global' or 'layer'")
   _require(_positive_int(prune.rounds),

@@ -4,8 +4,10 @@
 evaluation.Evaluation.row builds it.
 """
 
+import jax
 import numpy as np
 
+from projects.compression import huffman
 from projects.compression import measure
 from projects.compression import models
 from projects.compression import pruning
@@ -54,6 +56,38 @@ def prune(config, stages, evaluation) -> list[dict]:
   return rows
 
 
+def lottery(config, stages, evaluation) -> list[dict]:
+  """The lottery-ticket experiment (Frankle & Carbin 2019): the student
+  trained alone is pruned once by magnitude; its mask is then retrained from
+  the student's own initialization (the ticket), from a new random one
+  (reinit), and from the new one's magnitudes with the original signs
+  (signs, Zhou et al. 2019), each for config.num_steps steps on
+  config.optimizer, pruned weights held at zero."""
+  trained = stages.baseline()
+  original = stages.initial_student(config.seed)
+  other = stages.initial_student(config.seed + 1)
+  signs = jax.tree.map(lambda o, n: np.sign(o) * np.abs(n), original['params'],
+                       other['params'])
+  starts = {'ticket': original, 'reinit': other,
+            'signs': {**other, 'params': signs}}
+  rows = []
+  for sparsity in config.lottery.sparsities:
+    masks = pruning.magnitude_masks(trained['params'], sparsity,
+                                    scope=config.prune.scope)
+    for kind, start in starts.items():
+      name = f'{kind}_{round(100 * sparsity)}'
+      variables = stages.finetune(
+          f'lottery/{name}', stages.student,
+          {**start, 'params': pruning.apply_masks(start['params'], masks)},
+          config.num_steps, config.seed, optimizer=config.optimizer)
+      rows.append(evaluation.row(
+          name, stages.student, variables, sparse=True,
+          model_bytes=measure.sparse_bytes(variables),
+          note=f'{kind} init, the trained student\'s {config.prune.scope} '
+          f'magnitude mask at sparsity {sparsity:g}, {config.num_steps} steps'))
+  return rows
+
+
 def quantize(config, stages, evaluation) -> list[dict]:
   source = stages.source()
   per_channel = config.quantize.per_channel
@@ -66,6 +100,12 @@ def quantize(config, stages, evaluation) -> list[dict]:
         model_bytes=quantization.quantized_bytes(source, bits, per_channel),
         note=f'{"per-channel" if per_channel else "per-tensor"} symmetric '
         'weights, no fine-tuning'))
+    # Lossless: the same weights, so the same accuracy.
+    rows.append(evaluation.row(
+        f'int{bits}_huffman', stages.student, quantized,
+        accuracy=rows[-1]['test_accuracy'],
+        model_bytes=huffman.huffman_quantized_bytes(source, bits, per_channel),
+        note=f'int{bits} with Huffman-coded kernels (deep compression)'))
   return rows
 
 
@@ -106,4 +146,4 @@ def early_exit(config, stages, evaluation) -> list[dict]:
 
 
 METHODS = {'baseline': baseline, 'distill': distill, 'prune': prune,
-           'quantize': quantize, 'cluster': cluster, 'early_exit': early_exit}
+           'lottery': lottery, 'quantize': quantize, 'cluster': cluster, 'early_exit': early_exit}

@@ -174,29 +174,42 @@ class Stages:
       return self.distilled()
     return self.baseline()
 
-  def _finetune_step(self, model):
+  def initial_student(self, seed: int) -> dict:
+    """The student's variables before training from `seed`: with
+    config.seed, those the student and distilled stages started from."""
+    return variables_of(train_state_lib.create_train_state(
+        self.student, optax.identity(), self.data.train['image'][:1],
+        jax.random.key(seed), self.mesh))
+
+  def _finetune_step(self, model, optimizer, num_steps: int):
     """(tx, jitted train step) fine-tuning `model`, one for all its rounds:
-    the fine-tuning optimizer chained with pruning.keep_pruned() (the zeros
-    of the parameters at `tx.init` stay zero)."""
-    if repr(model) not in self._finetune_steps:
-      tx = optax.chain(optim.make_optimizer(finetune_optimizer(self.config), 1),
+    `optimizer` chained with pruning.keep_pruned() (the zeros of the
+    parameters at `tx.init` stay zero)."""
+    key = repr(model), repr(optimizer), num_steps
+    if key not in self._finetune_steps:
+      tx = optax.chain(optim.make_optimizer(optimizer, num_steps),
                        pruning.keep_pruned())
       loss_fn, _ = classifier.classifier_fns(
           model, label_smoothing=self.config.label_smoothing,
           augment=augment_lib.make_augment(self.config.augment),
           input_key='image')
-      self._finetune_steps[repr(model)] = tx, steps_lib.make_train_step(
+      self._finetune_steps[key] = tx, steps_lib.make_train_step(
           loss_fn, tx, self.mesh, log_grad_norm=self.config.log_grad_norm)
-    return self._finetune_steps[repr(model)]
+    return self._finetune_steps[key]
 
   def finetune(self, stage: str, model, variables: dict, num_steps: int,
-               seed: int) -> dict:
-    """`variables` trained `num_steps` more, their zero weights kept zero."""
+               seed: int, optimizer=None) -> dict:
+    """`variables` trained `num_steps` more, their zero weights kept zero, by
+    `optimizer` (default: the pruning's constant-rate fine-tuning)."""
     if not num_steps:
       return variables
+    if optimizer is None:  # one compiled step for every round
+      optimizer, schedule_steps = finetune_optimizer(self.config), 1
+    else:
+      schedule_steps = num_steps
     config = stage_config(self.config, num_steps, seed=seed,
-                          optimizer=finetune_optimizer(self.config))
-    tx, train_step = self._finetune_step(model)
+                          optimizer=optimizer)
+    tx, train_step = self._finetune_step(model, optimizer, schedule_steps)
     variables = host_copy(variables)  # fresh buffers: the step donates them
     local_batch = batches_lib.local_batch_size(config.batch_size)
 

@@ -14,7 +14,11 @@
               each, masks kept), and structured filter pruning to each of
               `prune.structured_fractions` (L1 norm; a smaller dense net, then
               fine-tuned).
-  quantize    post-training symmetric weight quantization to `quantize.bits`.
+  lottery     the lottery ticket: the student's magnitude masks at each of
+              `lottery.sparsities`, retrained from its own initialization,
+              a random one, and a random one with the original signs.
+  quantize    post-training symmetric weight quantization to `quantize.bits`,
+              each also with Huffman-coded kernels (lossless).
   cluster     k-means weight clustering, k = 2^bits for `cluster.bits`.
   early_exit  an EarlyExitCNN (a head after the blocks in `early_exit.exits`)
               trained on the sum of its heads' losses; exits at the first head

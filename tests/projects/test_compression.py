@@ -22,6 +22,7 @@ from lib.data import splits
 from lib.errors import ConfigError
 from projects.compression import config as config_lib
 from projects.compression import distillation
+from projects.compression import huffman
 from projects.compression import measure
 from projects.compression import methods
 from projects.compression import models
@@ -242,6 +243,28 @@ def test_clustering_uses_at_most_k_values_per_kernel():
     quantization.clustered_bytes({'params': params}, 2)
 
 
+def test_huffman_codes_known_lengths_and_round_trip():
+  # Frequencies 5, 2, 1, 1: the tree's depths are 1, 2, 3, 3.
+  symbols = np.array([0] * 5 + [1] * 2 + [2, 3], np.int8)
+  assert huffman.code_lengths(symbols) == {0: 1, 1: 2, 2: 3, 3: 3}
+  codes = huffman.canonical_codes(huffman.code_lengths(symbols))
+  assert codes == {0: (0b0, 1), 1: (0b10, 2), 2: (0b110, 3), 3: (0b111, 3)}
+  packed, lengths = huffman.encode(symbols)
+  assert packed.nbytes == 2  # 5x1 + 2x2 + 2x3 = 15 bits
+  np.testing.assert_array_equal(huffman.decode(packed, lengths, 9), symbols)
+  # Quantized Gaussian weights: exact round trip, fewer bytes than 4-bit packing.
+  rng = np.random.default_rng(0)
+  q = np.clip(np.round(rng.normal(0, 1.5, 5000)), -7, 7).astype(np.int8)
+  packed, lengths = huffman.encode(q)
+  np.testing.assert_array_equal(huffman.decode(packed, lengths, q.size), q)
+  assert huffman.coded_bytes(packed, lengths) < quantization.pack_bits(
+      q, 4).nbytes
+  one = np.full(7, -3, np.int8)  # a single symbol still gets a 1-bit code
+  np.testing.assert_array_equal(huffman.decode(*huffman.encode(one), 7), one)
+  with pytest.raises(ValueError, match='symbols'):
+    huffman.decode(packed, lengths, q.size + 100)
+
+
 def test_distillation_loss_known_values():
   logits = jax.random.normal(jax.random.key(0), (5, 10))
   labels = jnp.arange(5)
@@ -364,6 +387,7 @@ def test_every_method_runs_end_to_end_and_a_rerun_trains_nothing(
   config.eval_every = 48
   config.prune.update(sparsities=(0.5, 0.8), rounds=1, finetune_steps=2,
                       structured_fractions=(0.5,))
+  config.lottery.sparsities = (0.8,)
   config.quantize.bits = (8,)
   config.cluster.bits = (2,)
   config.plots = True
@@ -375,13 +399,17 @@ def test_every_method_runs_end_to_end_and_a_rerun_trains_nothing(
     for row in json.loads(path.read_text()):
       rows[row['name']] = row
   assert set(rows) == {'teacher', 'student', 'distilled', 'pruned_50',
-                       'pruned_80', 'structured_50', 'int8', 'clustered_4',
+                       'pruned_80', 'structured_50', 'ticket_80',
+                       'reinit_80', 'signs_80', 'int8', 'int8_huffman',
+                       'clustered_4',
                        'early_exit_0', 'early_exit_1.01'}
   # Each training ran as its own stage.
   trained = _train_records(tmp_path)
   assert set(trained) == {'teacher', 'student', 'distilled', 'early_exit',
                           'prune/pruned_50/round_1',
-                          'prune/pruned_80/round_1', 'prune/structured_50'}
+                          'prune/pruned_80/round_1', 'prune/structured_50',
+                          'lottery/ticket_80', 'lottery/reinit_80',
+                          'lottery/signs_80'}
   assert all(count > 0 for count in trained.values())
   student = rows['student']
   assert student['params'] <= config.max_params
@@ -393,8 +421,14 @@ def test_every_method_runs_end_to_end_and_a_rerun_trains_nothing(
           < rows['pruned_50']['nonzero_params'] < student['params'])
   assert rows['pruned_80']['flops'] < rows['pruned_50']['flops']
   assert rows['structured_50']['params'] < 0.5 * student['params']
+  # The three lottery starts share one mask, kept through their training.
+  kept = {rows[f'{kind}_80']['nonzero_params']
+          for kind in ('ticket', 'reinit', 'signs')}
+  assert len(kept) == 1 and kept.pop() < rows['pruned_50']['nonzero_params']
   # A tiny net: its float32 biases and batch norm are a large share.
   assert rows['int8']['bytes'] < 0.6 * student['bytes']
+  assert rows['int8_huffman']['bytes'] < student['bytes']  # 8-bit tables cost
+  assert rows['int8_huffman']['test_accuracy'] == rows['int8']['test_accuracy']
   assert rows['early_exit_0']['flops'] < rows['early_exit_1.01']['flops']
   for row in rows.values():
     assert 0.0 <= row['test_accuracy'] <= 1.0
