@@ -9,11 +9,8 @@ table is one (symbol, length) byte pair per distinct symbol.
 
 import heapq
 
-import jax
-import jax.numpy as jnp
 import numpy as np
 
-from projects.compression import measure
 from projects.compression import quantization
 
 
@@ -92,12 +89,6 @@ def huffman_quantized_bytes(variables, bits: int,
                             per_channel: bool = True) -> int:
   """Bytes of the `bits`-bit quantized model with Huffman-coded kernels
   (and float32 scales, biases and batch norm, as quantized_bytes counts)."""
-  total = 0
-  for path, leaf in jax.tree_util.tree_leaves_with_path(variables):
-    if measure.is_kernel(path, leaf):
-      q, scale = quantization.quantize_tensor(jnp.asarray(leaf), bits,
-                                              per_channel)
-      total += coded_bytes(*encode(np.asarray(q))) + np.asarray(scale).nbytes
-    else:
-      total += np.asarray(leaf).nbytes
-  return total
+  return quantization.quantized_bytes(
+      variables, bits, per_channel,
+      kernel_bytes=lambda q: coded_bytes(*encode(q)))

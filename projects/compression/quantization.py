@@ -75,13 +75,22 @@ def unpack_bits(packed: np.ndarray, bits: int, shape) -> np.ndarray:
   return (unsigned - 2 ** (bits - 1)).astype(np.int8).reshape(shape)
 
 
-def quantized_bytes(variables, bits: int, per_channel: bool = True) -> int:
-  """Bytes of the model stored with `bits`-bit packed kernels + float32 scales."""
+def quantized_bytes(variables, bits: int, per_channel: bool = True,
+                    kernel_bytes=None) -> int:
+  """Bytes of the model stored with `bits`-bit kernels + float32 scales.
+
+  `kernel_bytes(q)`: the stored size of a kernel's integers (default: packed
+  at `bits` bits each).
+  """
+  def packed_bytes(q):
+    return pack_bits(q, bits).nbytes
+
+  kernel_bytes = kernel_bytes or packed_bytes
   total = 0
   for path, leaf in jax.tree_util.tree_leaves_with_path(variables):
     if measure.is_kernel(path, leaf):
       q, scale = quantize_tensor(jnp.asarray(leaf), bits, per_channel)
-      total += pack_bits(np.asarray(q), bits).nbytes + np.asarray(scale).nbytes
+      total += kernel_bytes(np.asarray(q)) + np.asarray(scale).nbytes
     else:
       total += np.asarray(leaf).nbytes
   return total

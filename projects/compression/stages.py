@@ -98,8 +98,9 @@ class Stages:
     self.student = students.make_student(config, data.num_classes)
     self.wall_seconds = {}  # of each stage trained or restored here
     self.states = {}  # each stage's final train state
-    self._train_data = splits.shard_for_process(
-        splits.take(data.train, np.flatnonzero(self.labelled)))
+    self._labelled_train = splits.take(data.train,
+                                       np.flatnonzero(self.labelled))
+    self._train_data = splits.shard_for_process(self._labelled_train)
     self._finetune_steps = {}
 
   def _student_experiment(self, loss_fn=None) -> trainer.Experiment:
@@ -110,7 +111,7 @@ class Stages:
     """
     config = self.config
     if loss_fn is None:
-      train = splits.take(self.data.train, np.flatnonzero(self.labelled))
+      train = self._labelled_train
     else:
       train = {**self.data.train, 'labelled': self.labelled}
     train_loss, eval_fn = classifier.classifier_fns(

@@ -145,19 +145,25 @@ class SAGELayer(nn.Module):
                                    (self.features,))
 
 
-class GCN(nn.Module):
+class _TwoLayers(nn.Module):
+  """Two `layer_class` layers, ReLU between, dropout before each."""
   hidden: int
   num_classes: int
   dropout: float
+  layer_class = None  # GCNLayer or SAGELayer
 
   @nn.compact
   def __call__(self, x, senders, receivers, train: bool = False):
     x = dropout(x, self.dropout, train)
-    hidden = nn.relu(GCNLayer(self.hidden, name='layer_0')(x, senders,
-                                                           receivers))
+    hidden = nn.relu(self.layer_class(self.hidden, name='layer_0')(
+        x, senders, receivers))
     h = nn.Dropout(self.dropout, deterministic=not train)(hidden)
-    return GCNLayer(self.num_classes, name='layer_1')(h, senders,
-                                                      receivers), hidden
+    return self.layer_class(self.num_classes, name='layer_1')(
+        h, senders, receivers), hidden
+
+
+class GCN(_TwoLayers):
+  layer_class = GCNLayer
 
 
 class GAT(nn.Module):
@@ -180,19 +186,8 @@ class GAT(nn.Module):
     return logits, hidden
 
 
-class GraphSAGE(nn.Module):
-  hidden: int
-  num_classes: int
-  dropout: float
-
-  @nn.compact
-  def __call__(self, x, senders, receivers, train: bool = False):
-    x = dropout(x, self.dropout, train)
-    hidden = nn.relu(SAGELayer(self.hidden, name='layer_0')(x, senders,
-                                                            receivers))
-    h = nn.Dropout(self.dropout, deterministic=not train)(hidden)
-    return SAGELayer(self.num_classes, name='layer_1')(h, senders,
-                                                       receivers), hidden
+class GraphSAGE(_TwoLayers):
+  layer_class = SAGELayer
 
 
 class InputDense(nn.Module):
