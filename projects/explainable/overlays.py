@@ -55,33 +55,6 @@ def attribution_grid(images, row_labels: list[str],
   plots.save_figure(fig, path)
 
 
-def image_grid(images, path: str, *, titles: list[str] | None = None,
-               columns: int = 8, title: str = '', cmap: str = 'gray'):
-  """Small images (filters, activations, optimized inputs) in a grid."""
-  images = np.asarray(images, np.float32)
-  count = len(images)
-  columns = min(columns, count)
-  rows = -(-count // columns)
-  fig, axes = plt.subplots(rows, columns,
-                           figsize=(1.2 * columns, 1.25 * rows + 0.4),
-                           dpi=110, squeeze=False)
-  for ax in axes.ravel():
-    ax.axis('off')
-  for i, image in enumerate(images):
-    ax = axes.ravel()[i]
-    if image.ndim == 3 and image.shape[-1] == 3:
-      ax.imshow(np.clip(image, 0.0, 1.0))
-    else:
-      image = image[..., 0] if image.ndim == 3 else image
-      ax.imshow(image, cmap=cmap)
-    if titles:
-      ax.set_title(titles[i], fontsize=7)
-  if title:
-    fig.suptitle(title, fontsize=9)
-  fig.tight_layout()
-  plots.save_figure(fig, path)
-
-
 def sanity_maps(image, stage_names: list[str],
                 maps: dict[str, list[np.ndarray]], signed: set[str],
                 path: str):

@@ -49,10 +49,10 @@ def attribution_figures(workdir: str, config: ml_collections.ConfigDict,
 
 def filter_figures(workdir: str, filters: np.ndarray, activations: np.ndarray,
                    layer: str, class_name: str):
-  overlays.image_grid(filters, os.path.join(workdir, 'filters.png'),
+  plots.image_grid(filters, os.path.join(workdir, 'filters.png'),
                       title='first-layer kernels',
                       cmap='viridis' if filters.shape[-1] == 1 else 'gray')
-  overlays.image_grid(
+  plots.image_grid(
       activations, os.path.join(workdir, 'activations.png'),
       titles=[f'ch {c}' for c in range(len(activations))], cmap='viridis',
       title=f'{layer or "last feature map"} on a {class_name}')
@@ -65,7 +65,7 @@ def activation_maximization_figure(workdir: str,
   am = config.activation_maximization
   titles = ([f'class {n}' for n in class_names] +
             [f'channel {c}' for c in range(channels)])
-  overlays.image_grid(
+  plots.image_grid(
       images, os.path.join(workdir, 'activation_maximization.png'),
       titles=titles, columns=max(len(class_names), 8),
       title=f'activation maximization (l2 {am.l2}, tv {am.tv}, jitter '
