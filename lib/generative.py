@@ -6,6 +6,9 @@ discriminator or critic, an auto-encoder's encoder). Both work for the image
 sizes of the data here (8x8 digits, 28x28 MNIST, 32x32 CIFAR-10, 64x64 faces):
 the decoder starts from a small map and doubles it `upsamplings(size)` times,
 halving its channels each time (DCGAN's shape), and the encoder mirrors it.
+The encoder can spectrally normalize its layers (SNGAN): flax's
+`nn.SpectralNorm` keeps each layer's power-iteration vector in the
+'batch_stats' collection, updated when called with `train=True`.
 """
 
 from typing import Callable
@@ -91,26 +94,37 @@ class ConvDecoder(nn.Module):
     raise ConfigError(f'output must be one of {OUTPUTS}, got {self.output!r}')
 
 
+def spectrally_normalized(layer: nn.Module, enabled: bool, train: bool):
+  """`layer`, or `layer` with its weight divided by its largest singular
+  value (one power-iteration step per training call)."""
+  if not enabled:
+    return layer
+  return lambda x: nn.SpectralNorm(layer)(x, update_stats=train)
+
+
 class ConvEncoder(nn.Module):
   """Image (N, size, size, C) -> (N, num_outputs), the decoder's mirror.
 
   A 3x3 conv at `width` channels, then per resolution step a 4x4 stride-2
   conv doubling the channels, each followed by norm -> activation; flatten
   and a dense layer. `num_outputs` is 1 for a discriminator's score, 2 *
-  latent for a VAE's mean and log-variance.
+  latent for a VAE's mean and log-variance. `spectral_norm` normalizes every
+  conv and the dense layer.
   """
   num_outputs: int
   width: int = 32
   norm: str = 'none'
   activation: Callable[[jax.Array], jax.Array] = nn.leaky_relu
+  spectral_norm: bool = False
 
   @nn.compact
   def __call__(self, x, *, train: bool = False):
+    sn = lambda layer: spectrally_normalized(layer, self.spectral_norm, train)
     channels = widths(self.width, x.shape[1])
-    x = conv.Conv(channels[0], (3, 3))(x)
+    x = sn(conv.Conv(channels[0], (3, 3)))(x)
     x = self.activation(x)
     for width in channels[1:]:
-      x = conv.Conv(width, (4, 4), strides=(2, 2),
-                    use_bias=self.norm != 'batch')(x)
+      x = sn(conv.Conv(width, (4, 4), strides=(2, 2),
+                       use_bias=self.norm != 'batch'))(x)
       x = self.activation(_norm(self.norm, train)(x))
-    return nn.Dense(self.num_outputs)(x.reshape((x.shape[0], -1)))
+    return sn(nn.Dense(self.num_outputs))(x.reshape((x.shape[0], -1)))
