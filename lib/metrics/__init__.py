@@ -1,1 +1,2 @@
-"""Metrics computed once over a whole split (BLEU; QA's exact match and F1 join later)."""
+"""Metrics computed once over a whole split or sample set (BLEU; FID, KID,
+Inception Score, precision/recall and mode counting for generative models)."""

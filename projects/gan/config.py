@@ -1,0 +1,182 @@
+"""Configs for HW6: the GAN family on 2-D mixtures and images.
+
+Variants (`--config=projects/gan/config.py:VARIANT`):
+  (none)              8 Gaussians on a ring (std 0.02), MLP players (3 x 128),
+                      the non-saturating loss, 6,000 steps of 256.
+  quick               the ring with 3 x 64 players, batch 128, 2,000 steps: a
+                      few seconds (the tour: modes covered, target >= 7).
+  grid                25 Gaussians on a 5x5 grid (std 0.05).
+  digits              DCGAN players on scikit-learn's 8x8 digits (offline),
+                      scored by a classifier trained on the real digits.
+  digits_conditional  a class-conditional generator and a projection
+                      discriminator on the digits.
+  mnist               DCGAN on MNIST (`data.mnist_dir`, 28x28).
+  cifar10             DCGAN on CIFAR-10 (`data.cifar10_dir`, 32x32 RGB).
+  folder              every image under `data.folder` (the homework's anime
+                      faces) at 64x64; samples and grids only (no labels, so
+                      no classifier to score them).
+Fields beyond lib.config.base_config():
+  loss          minimax | nonsaturating | wgan | wgan_gp | hinge (losses.py).
+  spectral_norm spectrally normalize the discriminator (SNGAN: with hinge).
+  n_critic      discriminator updates per generator update.
+  gp_weight     WGAN-GP's penalty weight; clip_value WGAN's weight clip.
+  ema_decay     EMA of the generator's weights, sampled at evaluation
+                (0: the raw weights).
+  conditional   class-conditional players (labelled image data only).
+  steps_per_call  GAN steps per jitted call (a loop step; 50 on mixtures,
+                1 on images); num_steps, log_every, eval_every and
+                checkpoint_every count GAN steps and must be multiples of it.
+  optimizer / d_optimizer  the generator's and the discriminator's (adam
+                with b1, b2, or any lib.optim name).
+  classifier    the feature network for FID/KID/IS/precision-recall: a
+                small CNN trained first in `classifier.workdir` (default
+                WORKDIR/classifier; runs on the same data may share one).
+  eval          num_samples scored (mode counting or image metrics), k for
+                precision/recall, grid images per picture.
+Examples: `--config.loss=wgan_gp --config.n_critic=5`,
+`--config.loss=hinge --config.spectral_norm=True` (SNGAN),
+`--config.loss=wgan --config.optimizer.name=rmsprop --config.n_critic=5`.
+"""
+
+import jax
+import ml_collections
+
+from lib import config as config_lib
+from lib import generative
+from lib.config import require
+from lib.config import require_choice
+from lib.data import images as images_lib
+from projects.gan import data as data_lib
+from projects.gan import losses
+
+VARIANTS = ('quick', 'grid', 'digits', 'digits_conditional', 'mnist',
+            'cifar10', 'folder')
+DATASETS = (*data_lib.MIXTURES, *data_lib.IMAGE_SETS)
+
+
+def _optimizer(learning_rate: float) -> ml_collections.ConfigDict:
+  return ml_collections.ConfigDict(dict(
+      name='adam', learning_rate=learning_rate, b1=0.5, b2=0.999,
+      schedule='constant', warmup_steps=0, momentum=0.9, weight_decay=0.0,
+      grad_clip_norm=0.0, decay_rate=0.01))
+
+
+def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
+  config_lib.check_variant('gan', arg, VARIANTS)
+  config = config_lib.base_config()
+  config.project = 'gan'
+  config.data = images_lib.config('ring', std=0.02, folder='')
+  config.loss = 'nonsaturating'
+  config.spectral_norm = False
+  config.n_critic = 1
+  config.gp_weight = 10.0
+  config.clip_value = 0.01
+  config.ema_decay = 0.999
+  config.latent_dim = 2
+  config.conditional = False
+  config.steps_per_call = 50  # 1 for images, where compute dominates
+  config.model = ml_collections.ConfigDict(dict(
+      hidden=(128, 128, 128),  # MLP players (mixtures)
+      width=32, features=256,  # conv players: first width, D's feature size
+      g_norm='batch', d_norm='none'))
+  config.optimizer = _optimizer(1e-3)
+  config.d_optimizer = _optimizer(1e-3)
+  config.classifier = ml_collections.ConfigDict(dict(
+      num_steps=600, batch_size=128, learning_rate=1e-3,
+      workdir=''))  # '' = WORKDIR/classifier; a finished one is reused
+  config.eval = ml_collections.ConfigDict(dict(
+      num_samples=2048, batch_size=512, k=3, grid_images=64))
+  config.batch_size = 256
+  config.num_steps = 6000
+  config.log_every = 100
+  config.eval_every = 1000
+  config.checkpoint_every = 2000
+  config.tour.metric = 'test/modes_covered'
+  config.tour.mode = 'max'
+  config.tour.target = 7.0
+  config.tour.baseline = 'baseline/init_modes_covered'
+
+  if arg == 'quick':
+    config.model.hidden = (64, 64, 64)
+    config.batch_size = 128
+    config.num_steps = 2000
+    config.eval_every = 2000
+    config.log_every = 500
+    config.checkpoint_every = 0
+    config.plots = False
+  elif arg == 'grid':
+    config.data.name = 'grid'
+    config.data.std = 0.05
+    config.num_steps = 10000
+  elif arg in ('digits', 'digits_conditional', 'mnist', 'cifar10', 'folder'):
+    config.data.name = arg.removesuffix('_conditional')
+    config.conditional = arg == 'digits_conditional'
+    config.steps_per_call = 1
+    config.latent_dim = 64
+    config.optimizer = _optimizer(2e-4)
+    config.d_optimizer = _optimizer(2e-4)
+    config.batch_size = 64
+    config.num_steps = 3000
+    config.eval_every = 1000
+    config.checkpoint_every = 1000
+    config.eval.num_samples = 5120
+    config.tour.metric = 'test/inception_score_ratio'
+    config.tour.target = 0.9
+    config.tour.baseline = 'baseline/init_inception_score_ratio'
+    if arg == 'folder':
+      config.data.image_size = 64
+      config.model.width = 64
+  return config
+
+
+def validate(config: ml_collections.ConfigDict):
+  """ConfigError naming the first unusable field of the GAN config."""
+  config_lib.validate(config)
+  require_choice(config.data.name, 'data.name', DATASETS)
+  require_choice(config.loss, 'loss', losses.LOSSES)
+  require_choice(config.model.g_norm, 'model.g_norm', generative.NORMS)
+  require_choice(config.model.d_norm, 'model.d_norm', generative.NORMS)
+  for name in ('n_critic', 'latent_dim', 'steps_per_call'):
+    require(isinstance(config[name], int) and config[name] > 0,
+            f'config.{name}={config[name]!r} must be a positive integer')
+  for group, names in (('model', ('width', 'features')),
+                       ('classifier', ('num_steps', 'batch_size')),
+                       ('eval', ('num_samples', 'batch_size', 'k',
+                                 'grid_images'))):
+    for name in names:
+      value = config[group][name]
+      require(isinstance(value, int) and value > 0,
+              f'config.{group}.{name}={value!r} must be a positive integer')
+  require(len(config.model.hidden) > 0 and
+          all(isinstance(w, int) and w > 0 for w in config.model.hidden),
+          f'config.model.hidden={config.model.hidden!r} must be positive '
+          'integers')
+  require(0.0 <= config.ema_decay < 1.0,
+          f'config.ema_decay={config.ema_decay} must lie in [0, 1)')
+  require(config.gp_weight >= 0, f'config.gp_weight={config.gp_weight} must '
+          'be >= 0')
+  require(config.clip_value > 0, f'config.clip_value={config.clip_value} '
+          'must be > 0')
+  require(config.data.name not in data_lib.MIXTURES or config.data.std > 0,
+          f'config.data.std={config.data.std} must be > 0')
+  require(config.data.name != 'folder' or config.data.image_size > 0,
+          'config.data.image_size must be > 0 for data.name=folder')
+  require(not config.conditional or config.data.name not in (
+      *data_lib.MIXTURES, 'folder'),
+          'config.conditional=True needs labelled images (digits, mnist, '
+          f'cifar10, tfds), not data.name={config.data.name!r}')
+  require(not (config.loss == 'wgan_gp' and config.model.d_norm == 'batch'),
+          "config.loss='wgan_gp' penalizes per-example gradients: use "
+          "config.model.d_norm='none' or 'layer', not 'batch'")
+  for name in ('optimizer', 'd_optimizer'):
+    require(config[name].learning_rate > 0,
+            f'config.{name}.learning_rate must be > 0')
+  for name in ('num_steps', 'log_every', 'eval_every', 'checkpoint_every'):
+    require(config[name] % config.steps_per_call == 0,
+            f'config.{name}={config[name]} must be a multiple of '
+            f'config.steps_per_call={config.steps_per_call}')
+  num_devices = config.num_devices or jax.device_count()
+  for name, value in (('batch_size', config.batch_size),
+                      ('eval.batch_size', config.eval.batch_size)):
+    require(value % num_devices == 0, f'config.{name}={value} must be a '
+            f'multiple of the number of devices ({num_devices})')

@@ -1,0 +1,129 @@
+"""Scoring a generator: mode counting on mixtures, classifier-based image
+metrics (lib.metrics.sample_quality) on images, and the pictures.
+
+The feature network is a small CNN the run trains on the real training
+images (WORKDIR/classifier); its pooled last feature map gives FID, KID and
+precision/recall features and its softmax the Inception Score. The same
+network scores the real test images: the reference for every generated score.
+"""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from lib import plots
+from lib.metrics import sample_quality
+from projects.gan import data as data_lib
+
+
+def draw_samples(sampler, g_params, g_state, num: int, batch_size: int,
+                 latent_dim: int, seed: int, labels=None) -> np.ndarray:
+  """`num` samples from fixed latents (the same at every evaluation)."""
+  z = np.asarray(jax.random.normal(jax.random.key(seed), (num, latent_dim)))
+  return sample_latents(sampler, g_params, g_state, z, batch_size, labels)
+
+
+def sample_latents(sampler, g_params, g_state, z: np.ndarray, batch_size: int,
+                   labels=None) -> np.ndarray:
+  """Samples for latents `z` (padded to whole batches of `batch_size`)."""
+  num = len(z)
+  padded = -(-num // batch_size) * batch_size
+  z = np.concatenate([z, np.zeros((padded - num, z.shape[1]), z.dtype)])
+  if labels is not None:
+    labels = np.concatenate([labels, np.zeros(padded - num, labels.dtype)])
+  out = [np.asarray(sampler(g_params, g_state, z[i:i + batch_size],
+                            None if labels is None else
+                            labels[i:i + batch_size]))
+         for i in range(0, padded, batch_size)]
+  return np.concatenate(out)[:num]
+
+
+def evaluation_labels(num: int, num_classes: int) -> np.ndarray | None:
+  """Balanced labels for a conditional generator's samples, or None."""
+  if not num_classes:
+    return None
+  return (np.arange(num) % num_classes).astype(np.int32)
+
+
+def mixture_metrics(samples: np.ndarray, problem: data_lib.Problem) -> dict:
+  return sample_quality.mode_statistics(samples, problem.centers, problem.std)
+
+
+def classifier_features(classifier, batch_size: int):
+  """A sample_quality.FeatureFn from a lib.image_classifier.Classifier:
+  images in [0, 1] -> (pooled last feature map, softmax)."""
+
+  @jax.jit
+  def features(images):
+    variables = {'params': classifier.params, **classifier.model_state}
+    logits, inter = classifier.model.apply(variables, images, train=False,
+                                           mutable=['intermediates'])
+    (feature_map,) = inter['intermediates']['features']
+    return feature_map.mean(axis=(1, 2)), jax.nn.softmax(logits)
+
+  def feature_fn(images):
+    outputs = [features(jnp.asarray(images[i:i + batch_size]))
+               for i in range(0, len(images), batch_size)]
+    return tuple(np.concatenate([np.asarray(o[j]) for o in outputs])
+                 for j in range(2))
+
+  return feature_fn
+
+
+def image_metrics(fake01: np.ndarray, real01: np.ndarray, feature_fn, *,
+                  k: int, labels: np.ndarray | None = None) -> dict:
+  """FID/KID/IS/precision/recall of fakes against the real test images
+  (both in [0, 1]); with labels, how often the classifier agrees with them."""
+  real_features, real_probs = feature_fn(real01)
+  fake_features, fake_probs = feature_fn(fake01)
+  metrics = sample_quality.image_metrics(real_features, real_probs,
+                                         fake_features, fake_probs, k=k)
+  if labels is not None:
+    metrics['label_accuracy'] = float(np.mean(fake_probs.argmax(1) == labels))
+  return metrics
+
+
+def plot_mixture(samples: np.ndarray, problem: data_lib.Problem, path: str,
+                 title: str):
+  """Generated points over the true modes (the mode-collapse picture)."""
+  import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
+  fig, ax = plt.subplots(figsize=(4.5, 4.5), dpi=110)
+  ax.scatter(samples[:, 0], samples[:, 1], s=2, alpha=0.4, label='generated')
+  ax.scatter(problem.centers[:, 0], problem.centers[:, 1], s=40, c='red',
+             marker='x', label='true modes')
+  reach = np.abs(problem.centers).max() + 1.0
+  ax.set_xlim(-reach, reach)
+  ax.set_ylim(-reach, reach)
+  ax.set_aspect('equal')
+  ax.legend(loc='upper right', fontsize=7)
+  ax.set_title(title, fontsize=8)
+  fig.tight_layout()
+  plots.save_figure(fig, path)
+
+
+def interpolation_latents(latent_dim: int, rows: int, columns: int,
+                          seed: int) -> np.ndarray:
+  """rows x columns latents: each row a straight line between two draws."""
+  ends = np.asarray(jax.random.normal(jax.random.key(seed),
+                                      (2, rows, latent_dim)))
+  t = np.linspace(0.0, 1.0, columns)[None, :, None]
+  return ((1 - t) * ends[0][:, None] + t * ends[1][:, None]).reshape(
+      rows * columns, latent_dim)
+
+
+def save_images(images01: np.ndarray, path: str, title: str, columns: int = 8):
+  plots.image_grid(np.clip(images01, 0.0, 1.0), path, columns=columns,
+                   title=title)
+
+
+def plot_players(records: list[dict], path: str, steps_per_call: int,
+                 title: str):
+  """Both players' training losses against the GAN step."""
+  train = [r for r in records if r['split'] == 'train']
+  curves = {name: [(r['step'] * steps_per_call, r[key]) for r in train
+                   if key in r]
+            for name, key in (('discriminator', 'd_loss'),
+                              ('generator', 'g_loss'),
+                              ('gradient penalty', 'gradient_penalty'))}
+  plots.plot_curves({k: v for k, v in curves.items() if v}, path,
+                    xlabel='GAN step', ylabel='loss', title=title)
