@@ -52,6 +52,13 @@ def shard_batch(batch, mesh):
       batch)
 
 
+def host_copy(tree):
+  """Numpy copies of (replicated) arrays: each process holds them whole."""
+  return jax.tree.map(
+      lambda x: np.array(x.addressable_data(0) if isinstance(x, jax.Array)
+                         else x), tree)
+
+
 def check_batch_size(batch_size: int, mesh) -> None:
   """ConfigError unless the global batch splits evenly over the mesh."""
   if batch_size % mesh.size:

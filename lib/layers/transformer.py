@@ -75,7 +75,9 @@ class EncoderLayer(nn.Module):
   """Self-attention (any lib.layers.attention kind) and a feed-forward block.
 
   `prefix` ((keys, values), [B or 1, P, N, H]) is passed to the attention
-  (prefix tuning); `projection` builds its dense projections (e.g. LoRA).
+  (prefix tuning); `projection` builds its dense projections (e.g. LoRA);
+  `adapter(name)` builds a module applied to each sublayer's output before
+  its residual (Houlsby adapters, named 'adapter_attention' and 'adapter_ff').
   """
   num_heads: int
   ff_dim: int
@@ -87,19 +89,33 @@ class EncoderLayer(nn.Module):
   linformer_rows: int = 64
   head_dim: int | None = None  # default features // num_heads
   projection: Callable = attention.dense_projection
+  activation: Callable = nn.relu
+  layer_norm_epsilon: float = 1e-6
+  ff_dropout: float | None = None  # inside the feed-forward; None: `dropout`
+  adapter: Callable | None = None
 
   @nn.compact
   def __call__(self, x, *, valid=None, mask=None, prefix=None,
                train: bool = False):
     attend = _attention(self, 'attention', x.shape[-1], self.attention_kind)
-    ff = FeedForward(self.ff_dim, self.dropout, name='ff')
-    x = residual(x, lambda h: attend(h, key_valid=valid, mask=mask,
-                                      prefix=prefix, train=train),
-                  nn.LayerNorm(name='attention_norm'), self.dropout,
-                  self.pre_norm, train)
-    return residual(x, lambda h: ff(h, train=train),
-                     nn.LayerNorm(name='ff_norm'), self.dropout,
-                     self.pre_norm, train)
+    ff_dropout = self.dropout if self.ff_dropout is None else self.ff_dropout
+    ff = FeedForward(self.ff_dim, ff_dropout, self.activation, name='ff')
+    x = residual(x, self._adapted('adapter_attention', lambda h: attend(
+        h, key_valid=valid, mask=mask, prefix=prefix, train=train)),
+                 self._norm('attention_norm'), self.dropout, self.pre_norm,
+                 train)
+    return residual(x, self._adapted('adapter_ff',
+                                     lambda h: ff(h, train=train)),
+                    self._norm('ff_norm'), self.dropout, self.pre_norm, train)
+
+  def _norm(self, name):
+    return nn.LayerNorm(epsilon=self.layer_norm_epsilon, name=name)
+
+  def _adapted(self, name, sublayer):
+    if self.adapter is None:
+      return sublayer
+    adapter = self.adapter(name)
+    return lambda h: adapter(sublayer(h))
 
 
 class DecoderLayer(nn.Module):

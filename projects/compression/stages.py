@@ -42,13 +42,6 @@ from projects.compression import pruning
 from projects.compression import students
 
 
-def host_copy(tree):
-  """Numpy copies of (replicated) arrays: each process holds them whole."""
-  return jax.tree.map(
-      lambda x: np.array(x.addressable_data(0) if isinstance(x, jax.Array)
-                         else x), tree)
-
-
 def stage_config(config, num_steps: int, **fields) -> ml_collections.ConfigDict:
   """`config` for a stage of `num_steps` steps, with `fields` replaced."""
   sub = copy.deepcopy(config)
@@ -69,7 +62,7 @@ def finetune_optimizer(config) -> ml_collections.ConfigDict:
 
 def variables_of(state) -> dict:
   """A train state's flax variables, as host numpy arrays."""
-  return host_copy({'params': state.params, **state.model_state})
+  return mesh_lib.host_copy({'params': state.params, **state.model_state})
 
 
 def nonzero(params):
@@ -211,7 +204,7 @@ class Stages:
     config = stage_config(self.config, num_steps, seed=seed,
                           optimizer=optimizer)
     tx, train_step = self._finetune_step(model, optimizer, schedule_steps)
-    variables = host_copy(variables)  # fresh buffers: the step donates them
+    variables = mesh_lib.host_copy(variables)  # fresh buffers: the step donates them
     local_batch = batches_lib.local_batch_size(config.batch_size)
 
     def init():

@@ -1,0 +1,164 @@
+"""Text for pretraining and QA examples: DRCD, any text file, or a generated world.
+
+The embedded default is a small world the project generates: paragraphs of
+facts about people ("kobe lives in tarasu ."), each fact said again later in
+other words, so that a masked word can be found elsewhere in its paragraph,
+which is the skill extractive QA needs. QA contexts state each fact once and
+ask for one of them; every paragraph draws its own facts, so answers come
+from the context, never from memory.
+"""
+
+import re
+
+import numpy as np
+
+from lib import errors
+from projects.bert import qa
+
+# (attribute, first wording, second wording, question)
+_ATTRIBUTES = (
+    ('city', '{p} lives in {v} .', 'the home of {p} is {v} .',
+     'where does {p} live ?'),
+    ('food', '{p} likes {v} .', 'the favourite food of {p} is {v} .',
+     'what does {p} like ?'),
+    ('job', '{p} works as a {v} .', 'the job of {p} is {v} .',
+     'what is the job of {p} ?'),
+)
+_SYLLABLES = ('ka', 'to', 'ri', 'mu', 'sa', 'ne', 'lo', 'vi', 'da', 'ko',
+              'pe', 'zu', 'ha', 'mi', 'ta', 're', 'no', 'bu', 'si', 'ga')
+SENTENCE_END = re.compile(r'(?<=[。！？!?])|(?<=\.)\s')
+
+
+def _words(rng, count: int, syllables: int) -> list[str]:
+  words = set()
+  while len(words) < count:
+    words.add(''.join(rng.choice(_SYLLABLES, syllables)))
+  return sorted(words)
+
+
+class World:
+  """Names and the values of each attribute, drawn once from `seed`.
+
+  Every other name and value is held out of the labelled questions: training
+  questions use the first half, test questions only the second, and the
+  pretraining paragraphs both. A model fine-tuned from scratch has never seen
+  the test words, so it cannot tell a held-out city from a food; pretraining
+  on the paragraphs is where that knowledge can come from.
+  """
+
+  def __init__(self, seed: int = 0, num_names: int = 60, num_values: int = 30):
+    rng = np.random.default_rng(seed)
+    self.names = _words(rng, num_names, 2)
+    taken = set(self.names)
+    self.values = {}
+    for attribute, *_ in _ATTRIBUTES:
+      words = [w for w in _words(rng, num_values + len(taken), 3)
+               if w not in taken][:num_values]
+      taken.update(words)
+      self.values[attribute] = words
+
+  def _facts(self, rng, people: int, half: int | None = None):
+    """[(person, attribute index, value)] for `people` distinct people, of
+    one half of the words (0 or 1) or all of them (None)."""
+    part = slice(None) if half is None else slice(half, None, 2)
+    chosen = rng.choice(self.names[part], people, replace=False)
+    return [(str(p), a, str(rng.choice(self.values[_ATTRIBUTES[a][0]][part])))
+            for p in chosen for a in range(len(_ATTRIBUTES))]
+
+  def documents(self, count: int, seed: int) -> list[list[str]]:
+    """Paragraphs (lists of sentences): facts, then the same facts reworded."""
+    rng = np.random.default_rng(seed)
+    docs = []
+    for _ in range(count):
+      facts = self._facts(rng, int(rng.integers(2, 5)))
+      first = [_ATTRIBUTES[a][1].format(p=p, v=v) for p, a, v in facts]
+      second = [_ATTRIBUTES[a][2].format(p=p, v=v) for p, a, v in facts]
+      rng.shuffle(first)
+      rng.shuffle(second)
+      docs.append(first + second)
+    return docs
+
+  def qa_examples(self, count: int, seed: int, prefix: str, half: int,
+                  max_people: int = 2) -> list[qa.Example]:
+    """Questions on contexts that list each person's values in a random order
+    with no word that tells their kind ("kobe mentioned tarasu , ..."), with
+    the words of one `half` (0: training, 1: test). Only knowing which word
+    is a city, a food or a job finds the answer."""
+    rng = np.random.default_rng(seed)
+    examples = []
+    for i in range(count):
+      people = int(rng.integers(1, max_people + 1))
+      facts = self._facts(rng, people, half)
+      starts, context = {}, ''
+      for first in range(0, len(facts), len(_ATTRIBUTES)):
+        person = facts[first][0]
+        order = first + rng.permutation(len(_ATTRIBUTES))
+        context += f'{person} mentioned '
+        for n, j in enumerate(order):
+          starts[j] = len(context)
+          context += facts[j][2] + (' , ', ' and ', ' . ')[n]
+      j = int(rng.integers(len(facts)))
+      p, a, v = facts[j]
+      examples.append(qa.Example(
+          id=f'{prefix}-{i}', question=_ATTRIBUTES[a][3].format(p=p),
+          context=context.strip(), answers=(v,), answer_starts=(starts[j],)))
+    return examples
+
+
+def split_sentences(text: str) -> list[str]:
+  """Sentences of a paragraph: after 。！？!? and after '. '."""
+  return [s.strip() for s in SENTENCE_END.split(text) if s and s.strip()]
+
+
+def read_documents(path: str) -> list[list[str]]:
+  """A UTF-8 text file as documents (blank-line separated) of sentences
+  (one a line, or split at sentence ends within a line)."""
+  with open(path, encoding='utf-8-sig') as f:
+    blocks = re.split(r'\n\s*\n', f.read())
+  docs = []
+  for block in blocks:
+    sentences = [s for line in block.splitlines()
+                 for s in split_sentences(line)]
+    if sentences:
+      docs.append(sentences)
+  return docs
+
+
+def context_documents(examples: list[qa.Example]) -> list[list[str]]:
+  """Each distinct context of `examples` as one document of sentences."""
+  contexts = dict.fromkeys(e.context for e in examples)
+  return [split_sentences(c) for c in contexts]
+
+
+def read_tatoeba_english(path: str) -> list[str]:
+  """The distinct English sentences of a Tatoeba `english<TAB>other` file."""
+  try:
+    with open(path, encoding='utf-8-sig') as f:
+      lines = f.read().splitlines()
+  except FileNotFoundError:
+    raise errors.DataError(
+        f'no Tatoeba file at {path!r}: set config.data.text_path to a '
+        'tab-separated file whose first column is English (e.g. cmn.txt)'
+        ) from None
+  return sorted({line.split('\t')[0].strip() for line in lines
+                 if line.strip()})
+
+
+def word_order_task(sentences: list[str], seed: int) -> dict:
+  """Each sentence once: as it is (label 0) or with two neighbouring words
+  swapped (label 1), half and half. A bag of words cannot tell them apart,
+  so the task measures what a model knows of word order."""
+  rng = np.random.default_rng(seed)
+  texts, labels = [], []
+  for sentence in sentences:
+    words = sentence.split()
+    pairs = [i for i in range(len(words) - 1) if words[i] != words[i + 1]]
+    if not pairs:
+      continue
+    label = int(rng.random() < 0.5)
+    if label:
+      i = pairs[rng.integers(len(pairs))]
+      words[i], words[i + 1] = words[i + 1], words[i]
+    texts.append(' '.join(words))
+    labels.append(label)
+  return {'text': texts, 'label': np.asarray(labels, np.int32)}

@@ -1,0 +1,189 @@
+"""HW7: BERT's pretraining objectives, the generated world, configs, and a run."""
+
+import chex
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from lib.errors import ConfigError
+from projects.bert import config as config_lib
+from projects.bert import data as data_lib
+from projects.bert import pretraining
+from projects.bert import train
+
+MASK, VOCAB, FIRST = 4, 50, 5
+
+
+def _mask(key, tokens, candidates, rate=0.15, num_predictions=40):
+  return pretraining.mask_tokens(key, tokens, candidates, mask_id=MASK,
+                                 vocab_size=VOCAB, rate=rate,
+                                 num_predictions=num_predictions,
+                                 first_normal_id=FIRST)
+
+
+def test_masking_statistics_on_a_large_batch():
+  rng = np.random.default_rng(0)
+  tokens = rng.integers(FIRST, VOCAB, (2000, 128)).astype(np.int32)
+  lengths = rng.integers(20, 129, 2000)
+  candidates = np.arange(128)[None] < lengths[:, None]
+  candidates[:, 0] = False  # a [CLS]
+  masked = jax.jit(_mask)(jax.random.key(0), jnp.asarray(tokens),
+                          jnp.asarray(candidates))
+  chex.assert_shape(masked.positions, (2000, 40))
+  weights = np.asarray(masked.weights) > 0
+  # round(15%) of each row's candidates, and only candidates.
+  np.testing.assert_array_equal(
+      weights.sum(1), np.clip(np.round(candidates.sum(1) * 0.15), 1, 40))
+  positions = np.asarray(masked.positions)
+  rows = np.arange(2000)[:, None]
+  assert candidates[rows, positions][weights].all()
+  assert len({tuple(sorted(p[w])) for p, w in zip(positions, weights)}) > 1990
+  new = np.asarray(masked.tokens)[rows, positions][weights]
+  old = tokens[rows, positions][weights]
+  np.testing.assert_array_equal(np.asarray(masked.targets)[weights], old)
+  is_mask = new == MASK
+  changed = (new != old) & ~is_mask
+  kept = new == old
+  assert abs(is_mask.mean() - 0.8) < 0.01
+  # A random draw equals the original 1/45 of the time: count it as kept.
+  assert abs(changed.mean() - 0.1 * 44 / 45) < 0.01
+  assert abs(kept.mean() - 0.1 * (1 + 1 / 45)) < 0.01
+  assert (new[changed] >= FIRST).all()
+  # Outside the chosen positions nothing changes.
+  untouched = np.ones_like(candidates)
+  untouched[rows, positions] = ~weights
+  np.testing.assert_array_equal(np.asarray(masked.tokens)[untouched],
+                                tokens[untouched])
+
+
+def test_mlm_loss_reads_the_masked_positions_only():
+  key = jax.random.key(1)
+  tokens = jax.random.randint(key, (4, 32), FIRST, VOCAB)
+  masked = _mask(key, tokens, jnp.ones((4, 32), bool), num_predictions=8)
+  logits = jax.random.normal(key, (4, 8, VOCAB))
+  loss, _ = pretraining.mlm_loss(logits, masked)
+  padding = masked.weights == 0
+  assert padding.any()
+  noise = jnp.where(padding[..., None], 100.0 * jax.random.normal(
+      jax.random.key(2), logits.shape), 0.0)
+  np.testing.assert_allclose(pretraining.mlm_loss(logits + noise, masked)[0],
+                             loss, rtol=1e-6)
+  perfect = jax.nn.one_hot(masked.targets, VOCAB) * 50.0
+  perfect_loss, accuracy = pretraining.mlm_loss(
+      jnp.where(padding[..., None], logits, perfect), masked)
+  assert perfect_loss < 1e-6 and accuracy == 1.0
+  assert loss > 1.0
+
+
+@pytest.mark.parametrize('objective', ['sop', 'nsp', 'none'])
+def test_pair_instances(objective):
+  special = pretraining.Special(pad=0, cls=2, sep=3)
+  docs = [[[10 + d * 10 + s] * (s + 2) for s in range(4)] for d in range(20)]
+  out = pretraining.make_instances(docs, 16, special, objective=objective,
+                                   num_instances=400, seed=0)
+  tokens, segments, labels = out['tokens'], out['segments'], out['pair_label']
+  chex.assert_shape(tokens, (400, 16))
+  assert (tokens[:, 0] == 2).all()
+  for row, seg, label in zip(tokens, segments, labels):
+    seps = np.flatnonzero(row == 3)
+    assert len(seps) == 2 and seg[seps[1]] == 1 and seg[seps[0]] == 0
+    a, b = row[1:seps[0]], row[seps[0] + 1:seps[1]]
+    assert len(a) and len(b)
+    assert (row[seps[1] + 1:] == 0).all() and (seg[seps[1] + 1:] == 0).all()
+    in_order = a.max() < b.min() and a.max() // 10 == b.min() // 10
+    assert in_order == (label == 0)
+  if objective == 'none':
+    assert labels.sum() == 0
+  else:
+    assert 0.4 < labels.mean() < 0.6
+
+
+def test_world_answers_are_in_their_contexts():
+  world = data_lib.World(0)
+  examples = world.qa_examples(100, 1, 'x', 1)
+  for e in examples:
+    start = e.answer_starts[0]
+    assert e.context[start:start + len(e.answers[0])] == e.answers[0]
+    person = [w for w in e.question.split() if w in world.names]
+    assert len(person) == 1 and person[0] in e.context
+  docs = world.documents(5, 2)
+  assert all(len(d) >= 4 and len(d) % 2 == 0 for d in docs)
+  # Every fact is said twice, so a masked value can be found again.
+  for d in docs:
+    words = ' '.join(d).split()
+    values = [w for w in words if any(w in v for v in world.values.values())]
+    assert all(words.count(v) % 2 == 0 for v in set(values))
+
+
+@pytest.mark.parametrize('field,value,message', [
+    ('init', 'bogus', 'config.init'),
+    ('data.source', 'nowhere', 'config.data.source'),
+    ('data.stride', 500, 'data.stride'),
+    ('adaptation.methods', ('full', 'everything'), 'adaptation.methods'),
+    ('pretrain.pair_objective', 'next', 'pretrain.pair_objective'),
+    ('pretrain.mask_rate', 1.5, 'mask_rate'),
+    ('data.window', 600, 'model.max_length'),
+])
+def test_bad_config_values_are_config_errors(field, value, message):
+  config = config_lib.get_config('quick')
+  section, _, name = field.rpartition('.')
+  (config[section] if section else config)[name] = value
+  with pytest.raises(ConfigError, match=message):
+    config_lib.validate(config)
+
+
+def test_checkpoint_init_needs_a_path():
+  config = config_lib.get_config('drcd_checkpoint')
+  with pytest.raises(ConfigError, match='checkpoint_path'):
+    config_lib.validate(config)
+
+
+@pytest.fixture(scope='module')
+def quick_run(tmp_path_factory):
+  """The tour's run, shorter, on 2 devices: pretraining, then QA fine-tuning
+  from it and from scratch, on questions about held-out words."""
+  config = config_lib.get_config('quick')
+  config.num_devices = 2
+  config.pretrain.num_steps = 400
+  workdir = str(tmp_path_factory.mktemp('bert'))
+  return workdir, train.train_and_evaluate(config, workdir).metrics
+
+
+def test_pretraining_helps_qa_on_words_fine_tuning_never_saw(quick_run):
+  _, metrics = quick_run
+  # MLM: the template words and the kind of each masked name or value.
+  assert metrics['pretrain/val/mlm_accuracy'] > 0.5
+  assert metrics['test/em'] > metrics['baseline/scratch_test_em'] + 25
+  assert metrics['test/f1'] >= metrics['test/em']
+  assert metrics['trainable_params'] == metrics['total_params']
+
+
+def test_a_finished_run_resumes_to_the_same_figures(quick_run):
+  workdir, metrics = quick_run
+  config = config_lib.get_config('quick')
+  config.num_devices = 2
+  config.pretrain.num_steps = 400
+  again = train.train_and_evaluate(config, workdir).metrics
+  for key in ('test/em', 'baseline/scratch_test_em',
+              'pretrain/val/mlm_accuracy'):
+    assert again[key] == metrics[key], key
+  assert again['wall_seconds'] < metrics['wall_seconds'] / 2
+
+
+def test_classification_with_early_exit(tmp_path):
+  config = config_lib.get_config('quick')
+  config.update_from_flattened_dict({
+      'num_devices': 2, 'task': 'classification', 'init': 'scratch',
+      'early_exit': True, 'data.num_train': 1000, 'data.num_test': 200,
+      'data.max_length': 16, 'model.num_layers': 2, 'num_steps': 150,
+      'adaptation.methods': ('full',)})
+  metrics = train.train_and_evaluate(config, str(tmp_path)).metrics
+  # Word order on the world's sentences: chance is 50%.
+  assert metrics['full/test/accuracy'] > 0.75
+  exits = [metrics[f'early_exit/test/accuracy_after_layer_{i}']
+           for i in (1, 2)]
+  assert exits[1] == metrics['early_exit/test/accuracy']
+  assert all(0.5 < e <= 1 for e in exits)
+  table = (tmp_path / 'results.md').read_text()
+  assert '| full | ' in table
