@@ -11,6 +11,7 @@ from the context, never from memory.
 import re
 
 import numpy as np
+from scipy import sparse
 
 from lib import errors
 from projects.bert import qa
@@ -24,9 +25,11 @@ _ATTRIBUTES = (
     ('job', '{p} works as a {v} .', 'the job of {p} is {v} .',
      'what is the job of {p} ?'),
 )
+TAGS = ('other', 'name', 'city', 'food', 'job')  # the token task's labels
 _SYLLABLES = ('ka', 'to', 'ri', 'mu', 'sa', 'ne', 'lo', 'vi', 'da', 'ko',
               'pe', 'zu', 'ha', 'mi', 'ta', 're', 'no', 'bu', 'si', 'ga')
 SENTENCE_END = re.compile(r'(?<=[。！？!?])|(?<=\.)\s')
+WORD = re.compile(r"[\w']+")
 
 
 def _words(rng, count: int, syllables: int) -> list[str]:
@@ -105,6 +108,18 @@ class World:
     return examples
 
 
+  def tagged_examples(self, count: int, seed: int, half: int) -> dict:
+    """The QA contexts' lists, each word tagged by its kind (TAGS)."""
+    kinds = {p: 'name' for p in self.names}
+    kinds.update({w: kind for kind, ws in self.values.items() for w in ws})
+    texts, tags = [], []
+    for example in self.qa_examples(count, seed, 'tagged', half):
+      words = example.context.split()
+      texts.append(example.context)
+      tags.append([TAGS.index(kinds.get(w, 'other')) for w in words])
+    return {'text': texts, 'tags': tags}
+
+
 def split_sentences(text: str) -> list[str]:
   """Sentences of a paragraph: after 。！？!? and after '. '."""
   return [s.strip() for s in SENTENCE_END.split(text) if s and s.strip()]
@@ -130,8 +145,9 @@ def context_documents(examples: list[qa.Example]) -> list[list[str]]:
   return [split_sentences(c) for c in contexts]
 
 
-def read_tatoeba_english(path: str) -> list[str]:
-  """The distinct English sentences of a Tatoeba `english<TAB>other` file."""
+def read_tatoeba(path: str) -> list[tuple[str, str]]:
+  """The (English, other language) rows of a Tatoeba `english<TAB>other`
+  file, stripped."""
   try:
     with open(path, encoding='utf-8-sig') as f:
       lines = f.read().splitlines()
@@ -140,8 +156,90 @@ def read_tatoeba_english(path: str) -> list[str]:
         f'no Tatoeba file at {path!r}: set config.data.text_path to a '
         'tab-separated file whose first column is English (e.g. cmn.txt)'
         ) from None
-  return sorted({line.split('\t')[0].strip() for line in lines
-                 if line.strip()})
+  rows = [tuple(f.strip() for f in line.split('\t')[:2]) for line in lines
+          if line.strip()]
+  if not rows or any(len(r) < 2 for r in rows):
+    raise errors.DataError(
+        f'{path!r} is not a Tatoeba file: every line needs '
+        'english<TAB>translation')
+  return rows
+
+
+def read_tatoeba_english(path: str) -> list[str]:
+  """The distinct English sentences of a Tatoeba file."""
+  return sorted({english for english, _ in read_tatoeba(path)})
+
+
+def _word_set(sentence: str) -> frozenset[str]:
+  return frozenset(WORD.findall(sentence.lower()))
+
+
+def word_overlap(a: str, b: str) -> float:
+  """Jaccard overlap of two sentences' lower-cased words."""
+  a, b = _word_set(a), _word_set(b)
+  return len(a & b) / max(len(a | b), 1)
+
+
+def _clusters(groups: list[list[str]]) -> dict[str, int]:
+  """Each sentence's cluster: groups that share a sentence are joined."""
+  parent: dict[str, str] = {}
+
+  def root(x):
+    while parent.setdefault(x, x) != x:
+      parent[x] = parent[parent[x]]
+      x = parent[x]
+    return x
+
+  for group in groups:
+    for sentence in group[1:]:
+      parent[root(sentence)] = root(group[0])
+  roots = sorted({root(x) for x in parent})
+  index = {r: i for i, r in enumerate(roots)}
+  return {x: index[root(x)] for x in parent}
+
+
+def paraphrase_task(rows: list[tuple[str, str]], seed: int) -> dict:
+  """Sentence pairs from Tatoeba: two English sentences that translate the
+  same sentence (label 1: "Tom freed the bird." and "Tom set the bird
+  free."), or one of them and the English sentence outside its paraphrase
+  cluster that shares the most of its words (Jaccard; label 0: "Tom freed
+  the bird." and "Tom fed the bird."), as many of each. Chance is 50%; the
+  hard negatives keep word overlap from solving it. 'cluster' numbers each
+  pair's paraphrase cluster, so that splits can keep clusters apart."""
+  by_translation: dict[str, list[str]] = {}
+  for english, other in rows:
+    if english not in by_translation.setdefault(other, []):
+      by_translation[other].append(english)
+  groups = [g for _, g in sorted(by_translation.items()) if len(g) > 1]
+  cluster = _clusters(groups)
+  every = sorted({e for e, _ in rows})
+  vocab: dict[str, int] = {}
+  cols = [[vocab.setdefault(w, len(vocab)) for w in _word_set(e)]
+          for e in every]
+  x = sparse.csr_matrix(
+      (np.ones(sum(map(len, cols))), np.concatenate(cols).astype(np.int64),
+       np.cumsum([0, *map(len, cols)])), shape=(len(every), len(vocab)))
+  sizes = np.asarray(x.sum(1)).ravel()
+  position = {e: i for i, e in enumerate(every)}
+  rng = np.random.default_rng(seed)
+  texts, pairs, labels, clusters = [], [], [], []
+  for group in groups:
+    members = [group[i] for i in rng.permutation(len(group))]
+    for a, b in zip(members, members[1:]):
+      row = x[position[a]]
+      shared = (row @ x.T).toarray().ravel()
+      jaccard = shared / np.maximum(sizes[position[a]] + sizes - shared, 1)
+      jaccard += rng.random(len(every)) * 1e-6  # ties at random
+      for c in np.argsort(-jaccard):
+        if cluster.get(every[c], -1) != cluster[a]:
+          break
+      for second, label in ((b, 1), (every[c], 0)):
+        texts.append(a)
+        pairs.append(second)
+        labels.append(label)
+        clusters.append(cluster[a])
+  return {'text': texts, 'pair': pairs, 'label': np.asarray(labels, np.int32),
+          'cluster': np.asarray(clusters)}
 
 
 def word_order_task(sentences: list[str], seed: int) -> dict:

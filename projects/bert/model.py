@@ -27,6 +27,7 @@ from lib.layers import attention
 from lib.layers import transformer
 
 ADAPTATIONS = ('full', 'bitfit', 'lora', 'adapter', 'prefix', 'prompt')
+POOLINGS = ('cls', 'mean')
 HEADS = ('none', 'pretraining', 'classification', 'tokens', 'qa',
          'early_exit')
 # BERT's initialiser for embeddings (flax's default, std 1, would make the
@@ -53,8 +54,14 @@ class BertConfig:
   lora_alpha: float = 16.0
   adapter_dim: int = 64
   prefix_length: int = 16  # prefix keys/values per layer, or prompt vectors
+  # The sentence vector of the classification and early-exit heads: 'cls'
+  # (BERT's pooler on [CLS]) or 'mean' (the valid tokens' mean, as
+  # sentence-transformers trained all-MiniLM-L6-v2).
+  pooling: str = 'cls'
 
   def __post_init__(self):
+    if self.pooling not in POOLINGS:
+      raise ValueError(f'pooling {self.pooling!r}: choose one of {POOLINGS}')
     if self.adaptation not in ADAPTATIONS:
       raise ValueError(f'adaptation {self.adaptation!r}: choose one of '
                        f'{ADAPTATIONS}')
@@ -200,13 +207,20 @@ class MaskedLMHead(nn.Module):
 
 
 class EarlyExits(nn.Module):
-  """One classifier per layer on its [CLS] vector: [num_layers, B, labels]."""
+  """One classifier per layer on its sentence vector: [num_layers, B,
+  labels]."""
   num_labels: int
 
   @nn.compact
-  def __call__(self, cls_vectors):
+  def __call__(self, vectors):
     return jnp.stack([nn.Dense(self.num_labels, name=f'exit_{i}')(x)
-                      for i, x in enumerate(cls_vectors)])
+                      for i, x in enumerate(vectors)])
+
+
+def mean_pool(hidden, valid):
+  """[B, H]: the mean of each row's valid positions of `hidden` [B, T, H]."""
+  weights = valid[..., None].astype(hidden.dtype)
+  return (hidden * weights).sum(1) / jnp.maximum(weights.sum(1), 1.0)
 
 
 class Bert(nn.Module):
@@ -220,7 +234,7 @@ class Bert(nn.Module):
   (pretraining); 'logits' [B, num_labels] (classification) or
   [B, T, num_labels] (tokens); 'start_logits', 'end_logits' [B, T] (qa);
   'exit_logits' [num_layers, B, num_labels] (early_exit: a classifier on
-  each layer's [CLS]).
+  each layer's [CLS] or mean, as config.pooling).
   """
   config: BertConfig
   head: str = 'none'
@@ -245,8 +259,10 @@ class Bert(nn.Module):
                                                                  table)
       out['pair_logits'] = nn.Dense(2, name='pair')(out['pooled'])
     elif self.head == 'classification':
+      sentence = (out['pooled'] if self.config.pooling == 'cls'
+                  else mean_pool(out['sequence'], valid))
       out['logits'] = nn.Dense(self.num_labels, name='classifier')(
-          dropout(out['pooled']))
+          dropout(sentence))
     elif self.head == 'tokens':
       out['logits'] = nn.Dense(self.num_labels, name='classifier')(
           dropout(out['sequence']))
@@ -254,6 +270,8 @@ class Bert(nn.Module):
       logits = nn.Dense(2, name='qa')(out['sequence'])
       out['start_logits'], out['end_logits'] = logits[..., 0], logits[..., 1]
     elif self.head == 'early_exit':
+      pool = ((lambda h: h[:, 0]) if self.config.pooling == 'cls'
+              else (lambda h: mean_pool(h, valid)))
       out['exit_logits'] = EarlyExits(self.num_labels, name='exits')(
-          [dropout(h[:, 0]) for h in out['hidden_states'][1:]])
+          [dropout(pool(h)) for h in out['hidden_states'][1:]])
     return out

@@ -8,6 +8,14 @@
                   side or the world's sentences; chance is 50% and a bag of
                   words cannot do better. The corpus is data.corpus_path (a
                   text file, e.g. tiny Shakespeare) or the world's paragraphs.
+  pair            paraphrase: two English sentences of Tatoeba that translate
+                  the same sentence, or one and its most word-sharing
+                  sentence outside its paraphrase cluster
+                  (data.paraphrase_task); chance 50%, held-out clusters.
+  tokens          (the world) each word of a QA context tagged by its kind
+                  (name, city, food, job or other), as named-entity tagging.
+The world's token task trains on one half of its words and tests on the
+other, so only pretraining can tell the test words' kinds.
 """
 
 import dataclasses
@@ -19,24 +27,22 @@ from projects.bert import data as data_lib
 from projects.bert import qa
 from projects.bert import tokenization
 
-KINDS = ('qa', 'classification')
+KINDS = ('qa', 'classification', 'pair', 'tokens')
+NUM_LABELS = {'classification': 2, 'pair': 2, 'tokens': len(data_lib.TAGS)}
 
 
 @dataclasses.dataclass
 class Task:
   kind: str
-  train: Any  # QA: [qa.Example]; classification: {'text': [...], 'label': [N]}
+  train: Any  # QA: [qa.Example]; else {'text': [...], 'label' | 'tags': ...}
   test: Any
   documents: list[list[str]]  # pretraining text: documents of sentences
 
   def tokenizer_texts(self) -> list[str]:
     """What a vocabulary is trained on: the corpus and the training inputs."""
     inputs = ([e.question for e in self.train] if self.kind == 'qa'
-              else list(self.train['text']))
+              else [*self.train['text'], *self.train.get('pair', ())])
     return [s for d in self.documents for s in d] + inputs
-
-  def num_test(self) -> int:
-    return len(self.test) if self.kind == 'qa' else len(self.test['label'])
 
 
 def _pick(items: list, count: int, rng) -> list:
@@ -46,13 +52,25 @@ def _pick(items: list, count: int, rng) -> list:
 
 
 def _split(task: dict, num_train: int, num_test: int, seed: int):
-  """(train, test) of a classification task: num_test held out at random."""
-  order = np.random.default_rng(seed).permutation(len(task['label']))
+  """(train, test) of a classification task: num_test held out at random,
+  or whole clusters (task['cluster']) until num_test rows are held out."""
+  rng = np.random.default_rng(seed)
+  if 'cluster' in task:
+    clusters = rng.permutation(np.unique(task['cluster']))
+    sizes = np.bincount(task['cluster'])[clusters]
+    held = clusters[:np.searchsorted(np.cumsum(sizes), num_test) + 1]
+    is_test = np.isin(task['cluster'], held)
+    order = np.concatenate([np.flatnonzero(is_test),
+                            rng.permutation(np.flatnonzero(~is_test))])
+    num_test = int(is_test.sum())
+  else:
+    order = rng.permutation(len(task['label']))
   test, train = order[:num_test], order[num_test:]
   if num_train:
     train = train[:num_train]
-  take = lambda idx: {'text': [task['text'][i] for i in idx],
-                      'label': task['label'][idx]}
+  take = lambda idx: {
+      **{k: [task[k][i] for i in idx] for k in ('text', 'pair') if k in task},
+      'label': task['label'][idx]}
   return take(train), take(test)
 
 
@@ -61,7 +79,7 @@ def load(config) -> Task:
   world = data_lib.World(data.world_seed)
   if data.source == 'embedded':
     documents = world.documents(data.num_documents, data.world_seed + 3)
-  elif config.task == 'classification':
+  elif config.task in ('classification', 'pair'):
     documents = data_lib.read_documents(data.corpus_path)
   if config.task == 'qa':
     if data.source == 'embedded':
@@ -75,6 +93,17 @@ def load(config) -> Task:
       test = _pick(qa.load_squad(data.test_path), data.num_test, rng)
       documents = data_lib.context_documents(train)
     return Task('qa', train, test, documents)
+  if config.task == 'tokens':
+    return Task('tokens',
+                world.tagged_examples(data.num_train, data.world_seed + 5, 0),
+                world.tagged_examples(data.num_test, data.world_seed + 6, 1),
+                documents)
+  if config.task == 'pair':
+    pairs = data_lib.paraphrase_task(data_lib.read_tatoeba(data.text_path),
+                                     config.seed)
+    train, test = _split(pairs, data.num_train, data.num_test or 1000,
+                         config.seed)
+    return Task('pair', train, test, documents)
   if data.source == 'embedded':
     sentences = sorted({s for d in world.documents(
         data.num_train + data.num_test, data.world_seed + 4) for s in d})
@@ -95,6 +124,21 @@ def features(config, task: Task, tokenizer, split: str) -> dict:
                             max_question=data.max_question,
                             window=data.window, stride=data.stride,
                             train=split == 'train')
+  if task.kind == 'tokens':
+    return tagged_features(tokenizer, examples, data.max_length)
   encoded = tokenization.encode_batch(tokenizer, examples['text'],
-                                      data.max_length)
+                                      data.max_length, examples.get('pair'))
   return {**encoded, 'label': np.asarray(examples['label'], np.int32)}
+
+
+def tagged_features(tokenizer, examples: dict, length: int) -> dict:
+  """Padded token rows with each word's tag on all its pieces; -1 (no loss)
+  on [CLS], [SEP], padding and what truncation cut."""
+  encoded = tokenization.encode_batch(tokenizer, examples['text'], length)
+  labels = np.full(encoded['tokens'].shape, -1, np.int32)
+  for row, (text, tags) in enumerate(zip(examples['text'], examples['tags'])):
+    word_ids = tokenizer.encode(text).word_ids[:length]
+    for position, word in enumerate(word_ids):
+      if word is not None and position < length - 1:
+        labels[row, position] = tags[word]
+  return {**encoded, 'label': labels}

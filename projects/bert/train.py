@@ -36,6 +36,8 @@ from lib import trainer
 from lib.data import batches as batches_lib
 from lib.data import splits
 from projects.bert import adapt
+from projects.bert import analysis
+from projects.bert import attack
 from projects.bert import config as config_lib
 from projects.bert import data as data_lib
 from projects.bert import model as model_lib
@@ -224,14 +226,91 @@ def classification_functions(model, config, test_features, mesh):
   return loss_fn, lambda state, step: evaluator(state)
 
 
+def tagging_functions(model, config, test_features, mesh):
+  """(loss_fn, evaluate) of token tagging; accuracy over the tagged words'
+  tokens that are not 'other' (the template words are trivial)."""
+
+  def loss_fn(params, model_state, batch, key):
+    logits = _apply(model, params, batch, True, key)['logits']
+    labels = batch['label']
+    losses = optax.softmax_cross_entropy_with_integer_labels(
+        logits, jnp.maximum(labels, 0))
+    weights = (labels >= 0).astype(jnp.float32)
+    loss = (losses * weights).sum() / jnp.maximum(weights.sum(), 1)
+    return loss, ({}, model_state)
+
+  def eval_fn(params, model_state, batch):
+    del model_state
+    predicted = _apply(model, params, batch)['logits'].argmax(-1)
+    entity = batch['label'] > 0
+    correct = ((predicted == batch['label']) & entity).sum(-1)
+    return {'accuracy': correct / jnp.maximum(entity.sum(-1), 1)}
+
+  evaluator = steps_lib.Evaluator(
+      eval_fn, {'test': splits.shard_for_process(test_features)},
+      batches_lib.local_batch_size(config.batch_size), mesh)
+  return loss_fn, lambda state, step: evaluator(state)
+
+
+HEADS = {'qa': 'qa', 'classification': 'classification',
+         'pair': 'classification', 'tokens': 'tokens'}
+
+
+def analyse_classifier(model, params, pretrained, bert_config, tokenizer,
+                       train, test, task: tasks.Task, stage_dir: str,
+                       probe_rows: int = 2000, attack_texts: int = 200,
+                       num_candidates: int = 8) -> dict:
+  """Linear probes of every layer, fine-tuned and (`pretrained` params, if
+  any) before fine-tuning ('probe/<which>/layer_<i>', 0 the embeddings); the
+  attention of the first test sentence (stage_dir/attention.png); the
+  word-substitution attack with the fine-tuned word embeddings' neighbours
+  ('attack/*', examples in stage_dir/attack.md)."""
+  params = mesh_lib.host_copy(params)
+  train = {k: v[:probe_rows] for k, v in train.items()}
+  encoders = {'finetuned': (model, params)}
+  if pretrained is not None:
+    encoders['pretrained'] = (model_lib.Bert(bert_config), pretrained)
+  metrics = {}
+  for name, (bert, bert_params) in encoders.items():
+    accuracies = analysis.probe_layers(
+        analysis.layer_features(bert, bert_params, train, 'mean'),
+        train['label'],
+        analysis.layer_features(bert, bert_params, test, 'mean'),
+        test['label'])
+    metrics.update({f'probe/{name}/layer_{i}': a
+                    for i, a in enumerate(accuracies)})
+  tokens, segments, valid = (test[k][0] for k in ('tokens', 'segments',
+                                                   'valid'))
+  maps = analysis.attention_maps(model, params, tokens, segments, valid)
+  if loop.is_chief():
+    analysis.plot_attention(
+        maps, [tokenizer.id_to_token(int(t)) for t in tokens[valid]],
+        os.path.join(stage_dir, 'attention.png'), title=task.test['text'][0])
+  candidates = attack.substitution_candidates(
+      params['bert']['embeddings']['word']['embedding'],
+      tokenizer.get_vocab(), num_candidates)
+  predict_fn = attack.classifier_predict_fn(model, params, tokenizer,
+                                            test['tokens'].shape[1])
+  result = attack.attack(predict_fn, tokenizer,
+                         task.test['text'][:attack_texts],
+                         task.test['label'][:attack_texts], candidates)
+  metrics.update({'attack/success_rate': result['success_rate'],
+                  'attack/attacked': result['attacked']})
+  loop.write_text(stage_dir, 'attack.md', report.markdown_table(
+      [{'original': o, 'adversarial': a} for o, a in result['examples']],
+      ('original', 'adversarial')))
+  return metrics
+
+
 def make_finetune(config, workdir, bert_config, task: tasks.Task, tokenizer,
                   mesh, method: str = 'full', head: str | None = None):
   """`run(stage, pretrained) -> metrics`: fine-tuning by `method` from
   `pretrained` params (None: a random initialisation). The stages of one
   method share one compiled step."""
-  head = head or ('qa' if task.kind == 'qa' else 'classification')
+  head = head or HEADS[task.kind]
   model = model_lib.Bert(dataclasses.replace(bert_config, adaptation=method),
-                         head=head)
+                         head=head, num_labels=tasks.NUM_LABELS.get(task.kind,
+                                                                    2))
   train = tasks.features(config, task, tokenizer, 'train')
   test = tasks.features(config, task, tokenizer, 'test')
   logging.info('%s: %d training rows, %d test rows', task.kind,
@@ -240,6 +319,8 @@ def make_finetune(config, workdir, bert_config, task: tasks.Task, tokenizer,
     loss_fn, evaluate = qa_functions(model, config, task, test, mesh)
     train = {k: train[k] for k in ('tokens', 'segments', 'valid',
                                    'start_positions', 'end_positions')}
+  elif task.kind == 'tokens':
+    loss_fn, evaluate = tagging_functions(model, config, test, mesh)
   else:
     loss_fn, evaluate = classification_functions(model, config, test, mesh)
   optimizer = copy.deepcopy(config.optimizer)
@@ -267,8 +348,18 @@ def make_finetune(config, workdir, bert_config, task: tasks.Task, tokenizer,
       return state.replace(params=jax.jit(
           lambda p: p, out_shardings=mesh_lib.replicated(mesh))(params))
 
+    def report_and_analyse(state, summary):
+      out = report(state, summary)
+      if (task.kind == 'classification' and
+          stage == f'finetune_{config.adaptation.methods[0]}'):
+        out.update(analyse_classifier(
+            model, state.params, pretrained, bert_config, tokenizer, train,
+            test, task, os.path.join(workdir, stage)))
+      return out
+
     return run_stage(stage, config, dataclasses.replace(
-        task_, init=init, evaluate=evaluate, report=report), workdir).metrics
+        task_, init=init, evaluate=evaluate, report=report_and_analyse),
+                     workdir).metrics
 
   return run
 
@@ -276,6 +367,7 @@ def make_finetune(config, workdir, bert_config, task: tasks.Task, tokenizer,
 def encoder_config(config, tokenizer) -> model_lib.BertConfig:
   sizes = {k: v for k, v in config.adaptation.items()
            if k in ('lora_rank', 'lora_alpha', 'adapter_dim', 'prefix_length')}
+  sizes['pooling'] = config.model.pooling
   if config.init == 'checkpoint':
     return model_lib.BertConfig.from_hf_json(
         os.path.join(config.checkpoint_path, 'config.json'), **sizes)

@@ -18,9 +18,7 @@ sequential (the issue's target: >= 1.5 on CPU), with the CPU model.
 """
 
 import json
-import platform
 import statistics
-import subprocess
 import time
 
 from absl import app
@@ -35,6 +33,8 @@ from lib import mesh as mesh_lib
 from projects.ensemble import deep
 from projects.ensemble import networks
 
+import machine  # a sibling: run as a script
+
 flags.DEFINE_list('models', ['mlp', 'lenet5'], 'Members to time: mlp (8x8 '
                   'digits, 256 hidden) and lenet5 (28x28 MNIST).')
 flags.DEFINE_integer('members', 10, 'Ensemble size M.')
@@ -46,18 +46,6 @@ FLAGS = flags.FLAGS
 
 SHAPES = {'mlp': (8, 8, 1), 'lenet5': (28, 28, 1)}
 NUM_BATCHES = 3
-
-
-def cpu_model() -> str:
-  try:
-    out = subprocess.run(['lscpu'], capture_output=True, text=True,
-                         check=True).stdout
-  except (OSError, subprocess.CalledProcessError):
-    return platform.processor()
-  for line in out.splitlines():
-    if line.startswith('Model name'):
-      return line.split(':', 1)[1].strip()
-  return platform.processor()
 
 
 def make_model(name: str):
@@ -114,7 +102,7 @@ def sequential_runner(name: str):
 
 def main(argv):
   del argv
-  cpu = cpu_model()
+  cpu = machine.cpu_model()
   print(f'jax {jax.__version__}, {len(jax.devices())} x '
         f'{jax.devices()[0].device_kind}, CPU {cpu}')
   results = []

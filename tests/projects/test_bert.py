@@ -10,6 +10,7 @@ from lib.errors import ConfigError
 from projects.bert import config as config_lib
 from projects.bert import data as data_lib
 from projects.bert import pretraining
+from projects.bert import tasks
 from projects.bert import train
 
 MASK, VOCAB, FIRST = 4, 50, 5
@@ -116,6 +117,51 @@ def test_world_answers_are_in_their_contexts():
     assert all(words.count(v) % 2 == 0 for v in set(values))
 
 
+_TATOEBA = '''Tom is ill.\t汤姆病了。
+Tom is sick.\t汤姆病了。
+Tom's sick.\t汤姆病了。
+Tom is sick.\t汤姆生病了。
+Tom fell ill.\t汤姆生病了。
+Tom is tall.\t汤姆很高。
+Tom freed the bird.\t汤姆放了鸟。
+Tom set the bird free.\t汤姆放了鸟。
+Tom fed the bird.\t汤姆喂了鸟。
+I like birds.\t我喜欢鸟。
+Is it free?\t免费吗？
+Is it free of charge?\t免费吗？
+'''
+
+
+def test_paraphrase_pairs_and_their_hard_negatives(tmp_path):
+  path = tmp_path / 'cmn.txt'
+  path.write_text(_TATOEBA, encoding='utf-8')
+  task = data_lib.paraphrase_task(data_lib.read_tatoeba(str(path)), seed=0)
+  translation = {}
+  for line in _TATOEBA.splitlines():
+    english, other = line.split('\t')
+    translation.setdefault(english, set()).add(other)
+  labels = task['label']
+  # Consecutive members of each translation group: 2 + 1 + 1 + 1 positives.
+  assert labels.mean() == 0.5 and len(labels) == 10
+  sick = {"Tom is ill.", 'Tom is sick.', "Tom's sick.", 'Tom fell ill.'}
+  for a, b, label, cluster in zip(task['text'], task['pair'], labels,
+                                  task['cluster']):
+    shares = bool(translation[a] & translation[b])
+    assert shares == bool(label), (a, b)
+    if not label:
+      # Never a paraphrase by way of another translation, and the sentence
+      # sharing the most words.
+      assert not (a in sick and b in sick)
+      if a == 'Tom freed the bird.':
+        assert b == 'Tom fed the bird.'
+  # Held-out pairs come from clusters that no training pair touches.
+  train_split, test_split = tasks._split(task, 0, 3, seed=0)
+  assert len(train_split['text']) + len(test_split['text']) == 10
+  train_sentences = set(train_split['text']) | {
+      b for b, y in zip(train_split['pair'], train_split['label']) if y}
+  assert not train_sentences & set(test_split['text'])
+
+
 @pytest.mark.parametrize('field,value,message', [
     ('init', 'bogus', 'config.init'),
     ('data.source', 'nowhere', 'config.data.source'),
@@ -124,6 +170,7 @@ def test_world_answers_are_in_their_contexts():
     ('pretrain.pair_objective', 'next', 'pretrain.pair_objective'),
     ('pretrain.mask_rate', 1.5, 'mask_rate'),
     ('data.window', 600, 'model.max_length'),
+    ('task', 'pair', "source='embedded' holds the tasks"),
 ])
 def test_bad_config_values_are_config_errors(field, value, message):
   config = config_lib.get_config('quick')
@@ -187,3 +234,11 @@ def test_classification_with_early_exit(tmp_path):
   assert all(0.5 < e <= 1 for e in exits)
   table = (tmp_path / 'results.md').read_text()
   assert '| full | ' in table
+  # The analysis of the fine-tuned classifier: a probe on its last layer
+  # reads the order its head learned; the embeddings alone cannot.
+  probes = [metrics[f'probe/finetuned/layer_{i}'] for i in range(3)]
+  assert probes[2] > 0.75 and probes[0] < 0.65, probes
+  assert 0 <= metrics['attack/success_rate'] <= 1
+  stage = tmp_path / 'finetune_full'
+  assert (stage / 'attention.png').stat().st_size > 0
+  assert '| original | adversarial |' in (stage / 'attack.md').read_text()

@@ -191,6 +191,28 @@ def test_padding_keys_get_zero_attention(adaptation):
   chex.assert_trees_all_close(out['pooled'], again['pooled'], atol=1e-6)
 
 
+@pytest.mark.parametrize('head', ['classification', 'early_exit'])
+def test_mean_pooling_heads_read_only_valid_tokens(head):
+  config = dataclasses.replace(SMALL, pooling='mean', dropout=0.0)
+  tokens, segments, valid = _inputs()
+  bert = model.Bert(config, head=head, num_labels=3)
+  params = _params(bert, tokens, 0.3)
+  out = bert.apply({'params': params}, tokens, segments, valid)
+  changed = tokens.copy()
+  changed[1, -2:] = 7  # the second example's padding
+  again = bert.apply({'params': params}, changed, segments, valid)
+  key = 'logits' if head == 'classification' else 'exit_logits'
+  chex.assert_trees_all_close(out[key], again[key], atol=1e-6)
+  # The last classifier reads the mean of the valid positions' last layer.
+  dense = (params['classifier'] if head == 'classification'
+           else params['exits'][f'exit_{config.num_layers - 1}'])
+  last = np.asarray(out['sequence'])
+  mean = np.stack([last[i, valid[i]].mean(0) for i in range(len(valid))])
+  expected = mean @ dense['kernel'] + dense['bias']
+  logits = out[key] if head == 'classification' else out[key][-1]
+  np.testing.assert_allclose(logits, expected, rtol=1e-5, atol=1e-5)
+
+
 def test_lora_starts_as_base_and_merges(tiny, tiny_reference):
   config, pretrained = tiny
   tokens, segments, mask = (tiny_reference[k] for k in
