@@ -182,8 +182,10 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     config.data.max_people = 1
     config.model.num_layers = 1
     config.pretrain.update(num_steps=600, num_instances=4000)
-    config.num_steps = 200
-    config.eval_every = 200
+    # 200 steps gave EM 62.7 (below the target 75); 400 give 90-99 over
+    # seeds 0-2, against 24-27 from scratch.
+    config.num_steps = 400
+    config.eval_every = 400
     config.log_every = 100
     config.plots = False
   return config

@@ -186,13 +186,20 @@ def test_checkpoint_init_needs_a_path():
     config_lib.validate(config)
 
 
+def _short_quick():
+  """The tour's config, shorter, on 2 devices."""
+  config = config_lib.get_config('quick')
+  config.update_from_flattened_dict({
+      'num_devices': 2, 'pretrain.num_steps': 400, 'num_steps': 200,
+      'eval_every': 200})
+  return config
+
+
 @pytest.fixture(scope='module')
 def quick_run(tmp_path_factory):
-  """The tour's run, shorter, on 2 devices: pretraining, then QA fine-tuning
-  from it and from scratch, on questions about held-out words."""
-  config = config_lib.get_config('quick')
-  config.num_devices = 2
-  config.pretrain.num_steps = 400
+  """Pretraining, then QA fine-tuning from it and from scratch, on questions
+  about held-out words."""
+  config = _short_quick()
   workdir = str(tmp_path_factory.mktemp('bert'))
   return workdir, train.train_and_evaluate(config, workdir).metrics
 
@@ -208,10 +215,7 @@ def test_pretraining_helps_qa_on_words_fine_tuning_never_saw(quick_run):
 
 def test_a_finished_run_resumes_to_the_same_figures(quick_run):
   workdir, metrics = quick_run
-  config = config_lib.get_config('quick')
-  config.num_devices = 2
-  config.pretrain.num_steps = 400
-  again = train.train_and_evaluate(config, workdir).metrics
+  again = train.train_and_evaluate(_short_quick(), workdir).metrics
   for key in ('test/em', 'baseline/scratch_test_em',
               'pretrain/val/mlm_accuracy'):
     assert again[key] == metrics[key], key
