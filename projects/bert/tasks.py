@@ -14,7 +14,10 @@
                   (data.paraphrase_task); chance 50%, held-out clusters.
   tokens          (the world) each word of a QA context tagged by its kind
                   (name, city, food, job or other), as named-entity tagging.
-The world's token task trains on one half of its words and tests on the
+  kind            (the world) the kind of a mentioned word (city, food or
+                  job; chance 1/3), from a few labels: by a [CLS] head, or by
+                  the masked LM on a cloze (PET; data.World.kind_examples).
+The world's token and kind tasks train on one half of its words and tests on the
 other, so only pretraining can tell the test words' kinds.
 """
 
@@ -27,8 +30,9 @@ from projects.bert import data as data_lib
 from projects.bert import qa
 from projects.bert import tokenization
 
-KINDS = ('qa', 'classification', 'pair', 'tokens')
-NUM_LABELS = {'classification': 2, 'pair': 2, 'tokens': len(data_lib.TAGS)}
+KINDS = ('qa', 'classification', 'pair', 'tokens', 'kind')
+NUM_LABELS = {'classification': 2, 'pair': 2, 'tokens': len(data_lib.TAGS),
+              'kind': len(data_lib.KINDS)}
 
 
 @dataclasses.dataclass
@@ -93,6 +97,11 @@ def load(config) -> Task:
       test = _pick(qa.load_squad(data.test_path), data.num_test, rng)
       documents = data_lib.context_documents(train)
     return Task('qa', train, test, documents)
+  if config.task == 'kind':
+    return Task('kind',
+                world.kind_examples(data.num_train, data.world_seed + 7, 0),
+                world.kind_examples(data.num_test, data.world_seed + 8, 1),
+                documents)
   if config.task == 'tokens':
     return Task('tokens',
                 world.tagged_examples(data.num_train, data.world_seed + 5, 0),
@@ -115,10 +124,21 @@ def load(config) -> Task:
   return Task('classification', train, test, documents)
 
 
-def features(config, task: Task, tokenizer, split: str) -> dict:
-  """Model inputs of a split: QA windows, or padded sentences with labels."""
+def features(config, task: Task, tokenizer, split: str,
+             cloze: bool = False) -> dict:
+  """Model inputs of a split: QA windows, or padded sentences with labels;
+  `cloze`: the kind task's cloze sentences and each one's 'mask_position'."""
   data = config.data
   examples = getattr(task, split)
+  if cloze:
+    encoded = tokenization.encode_batch(tokenizer, examples['cloze'],
+                                        data.max_length)
+    is_mask = encoded['tokens'] == tokenization.special_ids(tokenizer).mask
+    if not (is_mask.sum(1) == 1).all():
+      raise ValueError('every cloze needs one [MASK] within '
+                       f'data.max_length={data.max_length} tokens')
+    return {**encoded, 'mask_position': is_mask.argmax(1).astype(np.int32),
+            'label': np.asarray(examples['label'], np.int32)}
   if task.kind == 'qa':
     return qa.make_features(examples, tokenizer,
                             max_question=data.max_question,

@@ -252,8 +252,47 @@ def tagging_functions(model, config, test_features, mesh):
   return loss_fn, lambda state, step: evaluator(state)
 
 
+def cloze_functions(model, config, test_features, verbalizer_ids, mesh):
+  """(loss_fn, evaluate) of PET: the masked LM's logits of the verbalizers
+  at each cloze's [MASK] are the classes' logits."""
+  verbalizer_ids = jnp.asarray(verbalizer_ids)
+
+  def logits_of(params, batch, train=False, key=None):
+    out = model.apply({'params': params}, batch['tokens'], batch['segments'],
+                      batch['valid'], mlm_positions=batch['mask_position'][
+                          :, None], train=train,
+                      rngs={'dropout': key} if train else {})
+    return out['mlm_logits'][:, 0, verbalizer_ids]
+
+  def loss_fn(params, model_state, batch, key):
+    logits = logits_of(params, batch, True, key)
+    loss = optax.softmax_cross_entropy_with_integer_labels(
+        logits, batch['label']).mean()
+    accuracy = jnp.mean(logits.argmax(-1) == batch['label'])
+    return loss, ({'accuracy': accuracy}, model_state)
+
+  def eval_fn(params, model_state, batch):
+    del model_state
+    return {'accuracy': (logits_of(params, batch).argmax(-1) ==
+                         batch['label']).astype(jnp.float32)}
+
+  evaluator = steps_lib.Evaluator(
+      eval_fn, {'test': splits.shard_for_process(test_features)},
+      batches_lib.local_batch_size(config.batch_size), mesh)
+  return loss_fn, lambda state, step: evaluator(state)
+
+
+def verbalizer_ids(tokenizer) -> list[int]:
+  ids = [tokenizer.token_to_id(w) for w in data_lib.VERBALIZERS]
+  if None in ids:
+    raise ValueError(f'the verbalizers {data_lib.VERBALIZERS} must be single '
+                     'tokens of the vocabulary')
+  return ids
+
+
 HEADS = {'qa': 'qa', 'classification': 'classification',
-         'pair': 'classification', 'tokens': 'tokens'}
+         'pair': 'classification', 'tokens': 'tokens', 'kind': 'classification',
+         'cloze': 'pretraining'}
 
 
 def analyse_classifier(model, params, pretrained, bert_config, tokenizer,
@@ -308,11 +347,12 @@ def make_finetune(config, workdir, bert_config, task: tasks.Task, tokenizer,
   `pretrained` params (None: a random initialisation). The stages of one
   method share one compiled step."""
   head = head or HEADS[task.kind]
+  cloze = head == 'cloze'
   model = model_lib.Bert(dataclasses.replace(bert_config, adaptation=method),
-                         head=head, num_labels=tasks.NUM_LABELS.get(task.kind,
-                                                                    2))
-  train = tasks.features(config, task, tokenizer, 'train')
-  test = tasks.features(config, task, tokenizer, 'test')
+                         head=HEADS.get(head, head),
+                         num_labels=tasks.NUM_LABELS.get(task.kind, 2))
+  train = tasks.features(config, task, tokenizer, 'train', cloze)
+  test = tasks.features(config, task, tokenizer, 'test', cloze)
   logging.info('%s: %d training rows, %d test rows', task.kind,
                len(train['tokens']), len(test['tokens']))
   if task.kind == 'qa':
@@ -321,6 +361,9 @@ def make_finetune(config, workdir, bert_config, task: tasks.Task, tokenizer,
                                    'start_positions', 'end_positions')}
   elif task.kind == 'tokens':
     loss_fn, evaluate = tagging_functions(model, config, test, mesh)
+  elif cloze:
+    loss_fn, evaluate = cloze_functions(model, config, test,
+                                        verbalizer_ids(tokenizer), mesh)
   else:
     loss_fn, evaluate = classification_functions(model, config, test, mesh)
   optimizer = copy.deepcopy(config.optimizer)
@@ -417,6 +460,11 @@ def train_and_evaluate(config: ml_collections.ConfigDict,
       if config.compare_scratch and config.init != 'scratch':
         scratch = finetune('scratch', None)
         metrics[f'baseline/scratch_test_{metric}'] = scratch[f'test/{metric}']
+  if config.cloze:
+    result = make_finetune(config, workdir, bert_config, task, tokenizer, mesh,
+                           head='cloze')('cloze', pretrained)
+    metrics.update({f'cloze/{k}': v for k, v in result.items()
+                    if k.startswith('test/')})
   if config.early_exit:
     exits = make_finetune(config, workdir, bert_config, task, tokenizer, mesh,
                           head='early_exit')('early_exit', pretrained)

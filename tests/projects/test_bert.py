@@ -246,3 +246,25 @@ def test_classification_with_early_exit(tmp_path):
   stage = tmp_path / 'finetune_full'
   assert (stage / 'attention.png').stat().st_size > 0
   assert '| original | adversarial |' in (stage / 'attack.md').read_text()
+
+
+def test_cloze_features_point_at_the_mask_and_verbalizers_are_tokens(tmp_path):
+  """PET's inputs: one [MASK] a cloze, its position, and the verbalizers as
+  single tokens of a vocabulary trained on the world."""
+  config = config_lib.get_config('few_shot')
+  config.data.num_documents = 300
+  task = tasks.load(config)
+  # The kinds take turns: the 3 labels are one of each.
+  np.testing.assert_array_equal(task.train['label'], [0, 1, 2])
+  tokenizer = train.make_tokenizer(config, str(tmp_path), task.tokenizer_texts())
+  features = tasks.features(config, task, tokenizer, 'test', cloze=True)
+  rows = np.arange(len(features['tokens']))
+  mask_id = tokenizer.token_to_id('[MASK]')
+  assert (features['tokens'][rows, features['mask_position']] == mask_id).all()
+  assert ((features['tokens'] == mask_id).sum(1) == 1).all()
+  ids = train.verbalizer_ids(tokenizer)
+  assert len(set(ids)) == 3
+  # The verbalizer is the word before "of" in the kind's second wording.
+  for kind, word in zip(data_lib.KINDS, data_lib.VERBALIZERS):
+    wording = next(a[2] for a in data_lib._ATTRIBUTES if a[0] == kind)
+    assert f'{word} of {{p}} is {{v}}' in wording
