@@ -151,10 +151,18 @@ def pretrain(config, workdir, bert_config, tokenizer, documents, mesh):
   return mesh_lib.host_copy(result.state.params), result.metrics
 
 
-def _apply(model, params, batch, train=False, key=None):
+def _apply(model, params, batch, train=False, key=None, **kwargs):
   return model.apply({'params': params}, batch['tokens'], batch['segments'],
                      batch['valid'], train=train,
-                     rngs={'dropout': key} if train else {})
+                     rngs={'dropout': key} if train else {}, **kwargs)
+
+
+def _test_evaluate(eval_fn, config, test_features, mesh):
+  """`evaluate(state, step)`: the means of `eval_fn` over the test split."""
+  evaluator = steps_lib.Evaluator(
+      eval_fn, {'test': splits.shard_for_process(test_features)},
+      batches_lib.local_batch_size(config.batch_size), mesh)
+  return lambda state, step: evaluator(state)
 
 
 def qa_functions(model, config, task: tasks.Task, test_features, mesh):
@@ -220,10 +228,7 @@ def classification_functions(model, config, test_features, mesh):
                       for i, c in enumerate(correct)})
     return metrics
 
-  evaluator = steps_lib.Evaluator(
-      eval_fn, {'test': splits.shard_for_process(test_features)},
-      batches_lib.local_batch_size(config.batch_size), mesh)
-  return loss_fn, lambda state, step: evaluator(state)
+  return loss_fn, _test_evaluate(eval_fn, config, test_features, mesh)
 
 
 def tagging_functions(model, config, test_features, mesh):
@@ -246,10 +251,7 @@ def tagging_functions(model, config, test_features, mesh):
     correct = ((predicted == batch['label']) & entity).sum(-1)
     return {'accuracy': correct / jnp.maximum(entity.sum(-1), 1)}
 
-  evaluator = steps_lib.Evaluator(
-      eval_fn, {'test': splits.shard_for_process(test_features)},
-      batches_lib.local_batch_size(config.batch_size), mesh)
-  return loss_fn, lambda state, step: evaluator(state)
+  return loss_fn, _test_evaluate(eval_fn, config, test_features, mesh)
 
 
 def cloze_functions(model, config, test_features, verbalizer_ids, mesh):
@@ -258,10 +260,8 @@ def cloze_functions(model, config, test_features, verbalizer_ids, mesh):
   verbalizer_ids = jnp.asarray(verbalizer_ids)
 
   def logits_of(params, batch, train=False, key=None):
-    out = model.apply({'params': params}, batch['tokens'], batch['segments'],
-                      batch['valid'], mlm_positions=batch['mask_position'][
-                          :, None], train=train,
-                      rngs={'dropout': key} if train else {})
+    out = _apply(model, params, batch, train, key,
+                 mlm_positions=batch['mask_position'][:, None])
     return out['mlm_logits'][:, 0, verbalizer_ids]
 
   def loss_fn(params, model_state, batch, key):
@@ -276,10 +276,7 @@ def cloze_functions(model, config, test_features, verbalizer_ids, mesh):
     return {'accuracy': (logits_of(params, batch).argmax(-1) ==
                          batch['label']).astype(jnp.float32)}
 
-  evaluator = steps_lib.Evaluator(
-      eval_fn, {'test': splits.shard_for_process(test_features)},
-      batches_lib.local_batch_size(config.batch_size), mesh)
-  return loss_fn, lambda state, step: evaluator(state)
+  return loss_fn, _test_evaluate(eval_fn, config, test_features, mesh)
 
 
 def verbalizer_ids(tokenizer) -> list[int]:
@@ -291,8 +288,7 @@ def verbalizer_ids(tokenizer) -> list[int]:
 
 
 HEADS = {'qa': 'qa', 'classification': 'classification',
-         'pair': 'classification', 'tokens': 'tokens', 'kind': 'classification',
-         'cloze': 'pretraining'}
+         'pair': 'classification', 'tokens': 'tokens', 'kind': 'classification'}
 
 
 def analyse_classifier(model, params, pretrained, bert_config, tokenizer,
@@ -344,12 +340,13 @@ def analyse_classifier(model, params, pretrained, bert_config, tokenizer,
 def make_finetune(config, workdir, bert_config, task: tasks.Task, tokenizer,
                   mesh, method: str = 'full', head: str | None = None):
   """`run(stage, pretrained) -> metrics`: fine-tuning by `method` from
-  `pretrained` params (None: a random initialisation). The stages of one
-  method share one compiled step."""
+  `pretrained` params (None: a random initialisation). `head` is a Bert
+  head (default the task's) or 'cloze': PET through the pretraining head.
+  The stages of one method share one compiled step."""
   head = head or HEADS[task.kind]
   cloze = head == 'cloze'
   model = model_lib.Bert(dataclasses.replace(bert_config, adaptation=method),
-                         head=HEADS.get(head, head),
+                         head='pretraining' if cloze else head,
                          num_labels=tasks.NUM_LABELS.get(task.kind, 2))
   train = tasks.features(config, task, tokenizer, 'train', cloze)
   test = tasks.features(config, task, tokenizer, 'test', cloze)
