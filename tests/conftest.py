@@ -4,14 +4,22 @@ Compiled programs go to a persistent cache made fresh for each test run and
 shared by its xdist workers and the subprocesses tests start: tests build the
 same small models and steps many times, and a cache hit skips XLA's compile
 (about a fifth of the suite's CPU time).
+
+XLA's CPU backend compiles at LLVM optimization level 0 unless XLA_FLAGS names
+a level: the tests are compile-bound (small models, few steps), and level 0
+compiles about 2x faster for steps that run about 2x slower. On 2 AMD EPYC
+cores the suite took 500 s at level 0 against 691 s at the default level.
 """
 
 import os
 import shutil
 import tempfile
 
-os.environ['XLA_FLAGS'] = (os.environ.get('XLA_FLAGS', '') +
-                           ' --xla_force_host_platform_device_count=8')
+_LEVEL_FLAG = '--xla_backend_optimization_level'
+os.environ['XLA_FLAGS'] = ' '.join(
+    [os.environ.get('XLA_FLAGS', ''), '--xla_force_host_platform_device_count=8'] +
+    ([] if _LEVEL_FLAG in os.environ.get('XLA_FLAGS', '') else
+     [f'{_LEVEL_FLAG}=0'])).strip()
 os.environ.setdefault('JAX_PLATFORMS', 'cpu')
 # Set in the first process (xdist's controller), inherited by the workers.
 _OWN_CACHE = 'JAX_COMPILATION_CACHE_DIR' not in os.environ
