@@ -1,5 +1,7 @@
 """The config fields every trained project shares, and their validation."""
 
+import copy
+
 import ml_collections
 
 from lib.errors import ConfigError
@@ -43,6 +45,18 @@ def image_model_config(name: str = 'resnet') -> ml_collections.ConfigDict:
       stem='cifar',  # resnet: cifar | imagenet
       batch_norm=True,
       dropout=0.0))
+
+
+def stage_config(config, num_steps: int, **fields) -> ml_collections.ConfigDict:
+  """A copy of `config` for one stage of a staged run (teacher, student,
+  pretraining...): `num_steps` steps, eval_every at most that, `fields`
+  replaced."""
+  sub = copy.deepcopy(config)
+  fields.update(num_steps=num_steps,
+                eval_every=min(config.eval_every, num_steps))
+  for name, value in fields.items():
+    sub[name] = copy.deepcopy(value)
+  return sub
 
 
 def check_variant(project: str, variant: str | None, variants):

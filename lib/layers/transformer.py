@@ -227,7 +227,9 @@ class Decoder(nn.Module):
 
   @nn.compact
   def __call__(self, tokens, memory=None, *, valid=None, memory_valid=None,
-               train: bool = False):
+               train: bool = False, return_hidden: bool = False):
+    """Logits [B, T, vocab_size]; with `return_hidden`, (logits, the last
+    layer's (final-normed) states [B, T, d_model])."""
     embed = self.embedding or nn.Embed(self.vocab_size, self.d_model,
                                        name='embed')
     offset = 0
@@ -252,5 +254,35 @@ class Decoder(nn.Module):
     if self.pre_norm:
       x = nn.LayerNorm(name='final_norm')(x)
     if self.tie_embeddings:
-      return embed.attend(x)
-    return attention.tokenwise(nn.Dense(self.vocab_size, name='logits'), x)
+      logits = embed.attend(x)
+    else:
+      logits = attention.tokenwise(nn.Dense(self.vocab_size, name='logits'), x)
+    return (logits, x) if return_hidden else logits
+
+
+class GPT(nn.Module):
+  """`Decoder` without memory, as nanoGPT builds GPT-2.
+
+  Pre-LN, learned positions, tied embeddings initialised N(0, 0.02) and not
+  scaled by sqrt(d_model).
+  """
+  vocab_size: int
+  num_layers: int
+  num_heads: int
+  d_model: int
+  ff_dim: int
+  block_size: int
+  dropout: float = 0.0
+
+  @nn.compact
+  def __call__(self, tokens, *, train: bool = False,
+               return_hidden: bool = False):
+    return Decoder(
+        num_layers=self.num_layers, vocab_size=self.vocab_size,
+        d_model=self.d_model, num_heads=self.num_heads, ff_dim=self.ff_dim,
+        dropout=self.dropout, pre_norm=True, positions='learned',
+        max_length=self.block_size, tie_embeddings=True,
+        scale_embeddings=False, embedding=nn.Embed(
+            self.vocab_size, self.d_model,
+            embedding_init=nn.initializers.normal(0.02), name='embed'),
+        name='decoder')(tokens, train=train, return_hidden=return_hidden)

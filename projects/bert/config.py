@@ -20,7 +20,9 @@ Variants (`--config=projects/bert/config.py:VARIANT`):
                 number of steps, early exit, and a random initialisation.
   few_shot      the kind of a word in the generated world from 3 labels:
                 a [CLS] head against the masked LM on a cloze (PET), both
-                from our pretraining, and a [CLS] head from scratch.
+                from our pretraining, and a [CLS] head from scratch; and
+                BERT against GPT: a GPT of the same size, tokenizer and
+                pretraining text, prompted (no label) and fine-tuned.
   paraphrase    sentence-pair classification on Tatoeba's English side (two
                 translations of one sentence, or a hard negative; chance
                 50%) with all-MiniLM-L6-v2, against a random initialisation.
@@ -41,7 +43,13 @@ Fields:
                 layer: accuracy against the layers used.
   cloze         (the kind task, init='pretrain') also fine-tune the masked LM
                 on cloze sentences with verbalizers (PET) on the same labels:
-                'cloze/test/accuracy'.
+                'cloze/test/accuracy', and before fine-tuning (zero-shot)
+                'cloze/baseline/zero_shot_test_accuracy'.
+  gpt           (the kind task, init='pretrain') also pretrain a GPT decoder
+                of the encoder's size on the same instances, steps and
+                optimizer (gpt.py), and classify by prompting it (no label:
+                'gpt/prompted/test/accuracy') and by a fine-tuned head on
+                its last token ('gpt/head/test/accuracy').
   data          source 'embedded', 'squad' (SQuAD-format JSON files at
                 train_path and test_path, as DRCD) or 'tatoeba' (text_path;
                 pretraining text from corpus_path); num_train / num_test
@@ -107,6 +115,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   config.compare_scratch = True
   config.early_exit = False
   config.cloze = False
+  config.gpt = False
   config.data = ml_collections.ConfigDict(dict(
       source='squad', train_path=DRCD + 'DRCD_dev.json',
       test_path=DRCD + 'DRCD_test.json', num_train=0, num_test=0,
@@ -198,6 +207,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   if arg == 'few_shot':
     config.task = 'kind'
     config.cloze = True
+    config.gpt = True
     # 3 labels, all in each step: with 30 both heads reach 100%, with 6 the
     # [CLS] head 96-99%.
     config.data.update(num_train=3, num_test=600, max_length=16)
@@ -251,6 +261,10 @@ def validate(config: ml_collections.ConfigDict):
                                config.init == 'pretrain'),
           "config.cloze needs config.task='kind' and init='pretrain' (our "
           'own masked LM)')
+  require(not config.gpt or (config.task == 'kind' and
+                             config.init == 'pretrain'),
+          "config.gpt needs config.task='kind' and init='pretrain' (the GPT "
+          'is pretrained here, on the same text as the BERT)')
   require(not config.early_exit or config.task == 'classification',
           'config.early_exit needs config.task=\'classification\'')
   pre = config.pretrain

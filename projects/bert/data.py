@@ -115,17 +115,22 @@ class World:
     """A mentioned word's kind (KINDS: city, food or job): 'text' "kabu
     mentioned tarimu ." for a classifier, 'cloze' "[MASK] of kabu is
     tarimu ." for a masked LM, whose pretraining paragraphs say "the home /
-    favourite food / job of kabu is ..." (VERBALIZERS). The kinds take
-    turns, so any 3 consecutive examples hold one of each."""
+    favourite food / job of kabu is ..." (VERBALIZERS), and 'wordings', those
+    three sentences in KINDS' order, for a left-to-right LM to score the
+    'value' after each. The kinds take turns, so any 3 consecutive examples
+    hold one of each."""
     rng = np.random.default_rng(seed)
-    texts, clozes, labels = [], [], []
+    out = {'text': [], 'cloze': [], 'wordings': [], 'value': []}
+    labels = []
     for i in range(count):
       p, a, v = self._facts(rng, 1, half)[i % len(_ATTRIBUTES)]
-      texts.append(f'{p} mentioned {v} .')
-      clozes.append(f'[MASK] of {p} is {v} .')
+      out['text'].append(f'{p} mentioned {v} .')
+      out['cloze'].append(f'[MASK] of {p} is {v} .')
+      out['wordings'].append([w.format(p=p, v=v) for _, _, w, _ in
+                              _ATTRIBUTES])
+      out['value'].append(v)
       labels.append(a)
-    return {'text': texts, 'cloze': clozes,
-            'label': np.asarray(labels, np.int32)}
+    return {**out, 'label': np.asarray(labels, np.int32)}
 
   def tagged_examples(self, count: int, seed: int, half: int) -> dict:
     """The QA contexts' lists, each word tagged by its kind (TAGS)."""

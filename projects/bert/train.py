@@ -31,18 +31,18 @@ from lib import mesh as mesh_lib
 from lib import optim
 from lib import predict
 from lib import report
-from lib import steps as steps_lib
 from lib import trainer
-from lib.data import batches as batches_lib
 from lib.data import splits
 from projects.bert import adapt
 from projects.bert import analysis
 from projects.bert import attack
 from projects.bert import config as config_lib
 from projects.bert import data as data_lib
+from projects.bert import gpt
 from projects.bert import model as model_lib
 from projects.bert import pretraining
 from projects.bert import qa
+from projects.bert import stages
 from projects.bert import tasks
 from projects.bert import tokenization
 from projects.bert import weights
@@ -66,36 +66,11 @@ def make_tokenizer(config, workdir, texts):
   return tokenizer
 
 
-def stage_config(config, num_steps: int, **fields) -> ml_collections.ConfigDict:
-  sub = copy.deepcopy(config)
-  sub.num_steps = num_steps
-  sub.eval_every = min(config.eval_every, num_steps)
-  for name, value in fields.items():
-    sub[name] = copy.deepcopy(value)
-  return sub
-
-
-def run_stage(name, config, task, workdir) -> loop.TrainResult:
-  task = dataclasses.replace(task, name=f'bert/{name}')
-  return loop.run(task, os.path.join(workdir, name),
-                  loop.Cadence.from_config(config),
-                  metadata={'config': config.to_dict()})
-
-
 def pretrain(config, workdir, bert_config, tokenizer, documents, mesh):
   """The pretraining stage's final parameters (host numpy) and metrics."""
   pre = config.pretrain
   special = tokenization.special_ids(tokenizer)
-  ids = [[e.ids for e in tokenizer.encode_batch(doc, add_special_tokens=False)]
-         for doc in documents]
-  instances = pretraining.make_instances(
-      ids, pre.length, pretraining.Special(special.pad, special.cls,
-                                           special.sep),
-      objective=pre.pair_objective, num_instances=pre.num_instances,
-      seed=config.seed)
-  held_out = max(config.batch_size, pre.num_instances // 20)
-  train = {k: v[held_out:] for k, v in instances.items()}
-  val = {k: v[:held_out] for k, v in instances.items()}
+  instances = stages.pretraining_instances(config, tokenizer, documents)
   model = model_lib.Bert(bert_config, head='pretraining')
   num_predictions = pretraining.max_predictions(pre.length, pre.mask_rate)
   use_pair = pre.pair_objective != 'none'
@@ -134,35 +109,14 @@ def pretrain(config, workdir, bert_config, tokenizer, documents, mesh):
                                   batch['pair_label']).astype(jnp.float32)
     return metrics
 
-  optimizer = copy.deepcopy(config.optimizer)
-  optimizer.update(learning_rate=pre.learning_rate,
-                   warmup_steps=pre.warmup_steps,
-                   weight_decay=pre.weight_decay)
-  stage = stage_config(config, pre.num_steps, batch_size=pre.batch_size,
-                       optimizer=optimizer)
-  experiment = trainer.Experiment(
-      model=model, loss_fn=loss_fn, eval_fn=eval_fn,
-      train_data=splits.shard_for_process(train),
-      eval_data={'val': splits.shard_for_process(val)},
-      sample_input=train['tokens'][:1],
-      tx=optim.make_optimizer(optimizer, pre.num_steps))
-  result = run_stage('pretrain', stage,
-                     trainer.make_task(stage, experiment, mesh), workdir)
-  return mesh_lib.host_copy(result.state.params), result.metrics
+  return stages.pretrain('pretrain', config, model, loss_fn, eval_fn,
+                         instances, workdir, mesh)
 
 
 def _apply(model, params, batch, train=False, key=None, **kwargs):
   return model.apply({'params': params}, batch['tokens'], batch['segments'],
                      batch['valid'], train=train,
                      rngs={'dropout': key} if train else {}, **kwargs)
-
-
-def _test_evaluate(eval_fn, config, test_features, mesh):
-  """`evaluate(state, step)`: the means of `eval_fn` over the test split."""
-  evaluator = steps_lib.Evaluator(
-      eval_fn, {'test': splits.shard_for_process(test_features)},
-      batches_lib.local_batch_size(config.batch_size), mesh)
-  return lambda state, step: evaluator(state)
 
 
 def qa_functions(model, config, task: tasks.Task, test_features, mesh):
@@ -228,7 +182,7 @@ def classification_functions(model, config, test_features, mesh):
                       for i, c in enumerate(correct)})
     return metrics
 
-  return loss_fn, _test_evaluate(eval_fn, config, test_features, mesh)
+  return loss_fn, stages.test_evaluator(eval_fn, config, test_features, mesh)
 
 
 def tagging_functions(model, config, test_features, mesh):
@@ -251,7 +205,7 @@ def tagging_functions(model, config, test_features, mesh):
     correct = ((predicted == batch['label']) & entity).sum(-1)
     return {'accuracy': correct / jnp.maximum(entity.sum(-1), 1)}
 
-  return loss_fn, _test_evaluate(eval_fn, config, test_features, mesh)
+  return loss_fn, stages.test_evaluator(eval_fn, config, test_features, mesh)
 
 
 def cloze_functions(model, config, test_features, verbalizer_ids, mesh):
@@ -264,19 +218,8 @@ def cloze_functions(model, config, test_features, verbalizer_ids, mesh):
                  mlm_positions=batch['mask_position'][:, None])
     return out['mlm_logits'][:, 0, verbalizer_ids]
 
-  def loss_fn(params, model_state, batch, key):
-    logits = logits_of(params, batch, True, key)
-    loss = optax.softmax_cross_entropy_with_integer_labels(
-        logits, batch['label']).mean()
-    accuracy = jnp.mean(logits.argmax(-1) == batch['label'])
-    return loss, ({'accuracy': accuracy}, model_state)
-
-  def eval_fn(params, model_state, batch):
-    del model_state
-    return {'accuracy': (logits_of(params, batch).argmax(-1) ==
-                         batch['label']).astype(jnp.float32)}
-
-  return loss_fn, _test_evaluate(eval_fn, config, test_features, mesh)
+  loss_fn, eval_fn = stages.label_functions(logits_of)
+  return loss_fn, stages.test_evaluator(eval_fn, config, test_features, mesh)
 
 
 def verbalizer_ids(tokenizer) -> list[int]:
@@ -385,8 +328,7 @@ def make_finetune(config, workdir, bert_config, task: tasks.Task, tokenizer,
         return state
       params = weights.init_from_pretrained(mesh_lib.host_copy(state.params),
                                             pretrained)
-      return state.replace(params=jax.jit(
-          lambda p: p, out_shardings=mesh_lib.replicated(mesh))(params))
+      return state.replace(params=stages.replicate(params, mesh))
 
     def report_and_analyse(state, summary):
       out = report(state, summary)
@@ -397,9 +339,12 @@ def make_finetune(config, workdir, bert_config, task: tasks.Task, tokenizer,
             test, task, os.path.join(workdir, stage)))
       return out
 
-    return run_stage(stage, config, dataclasses.replace(
-        task_, init=init, evaluate=evaluate, report=report_and_analyse),
-                     workdir).metrics
+    # The masked LM's cloze before any label: PET's zero-shot accuracy.
+    baselines = ({'baseline/zero_shot_test_accuracy':
+                  evaluate(init(), 0)['test']['accuracy']} if cloze else {})
+    return stages.run_stage(stage, config, dataclasses.replace(
+        task_, init=init, evaluate=evaluate, report=report_and_analyse,
+        baselines=baselines), workdir).metrics
 
   return run
 
@@ -461,7 +406,10 @@ def train_and_evaluate(config: ml_collections.ConfigDict,
     result = make_finetune(config, workdir, bert_config, task, tokenizer, mesh,
                            head='cloze')('cloze', pretrained)
     metrics.update({f'cloze/{k}': v for k, v in result.items()
-                    if k.startswith('test/')})
+                    if k.startswith(('test/', 'baseline/'))})
+  if config.gpt:
+    metrics.update(gpt.compare(config, workdir, bert_config, task, tokenizer,
+                               mesh, pretrained))
   if config.early_exit:
     exits = make_finetune(config, workdir, bert_config, task, tokenizer, mesh,
                           head='early_exit')('early_exit', pretrained)

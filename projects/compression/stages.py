@@ -33,6 +33,7 @@ from lib import optim
 from lib import steps as steps_lib
 from lib import trainer
 from lib import train_state as train_state_lib
+from lib.config import stage_config
 from lib.data import augment as augment_lib
 from lib.data import batches as batches_lib
 from lib.data import images as image_data
@@ -40,16 +41,6 @@ from lib.data import splits
 from projects.compression import distillation
 from projects.compression import pruning
 from projects.compression import students
-
-
-def stage_config(config, num_steps: int, **fields) -> ml_collections.ConfigDict:
-  """`config` for a stage of `num_steps` steps, with `fields` replaced."""
-  sub = copy.deepcopy(config)
-  fields.update(num_steps=num_steps,
-                eval_every=min(config.eval_every, num_steps))
-  for name, value in fields.items():
-    sub[name] = copy.deepcopy(value)
-  return sub
 
 
 def finetune_optimizer(config) -> ml_collections.ConfigDict:

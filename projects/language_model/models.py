@@ -1,4 +1,4 @@
-"""Character models: recurrent (vanilla RNN, LSTM, GRU) and GPT, with step functions.
+"""Character models: recurrent (vanilla RNN, LSTM, GRU) and GPT (lib's), with step functions.
 
 Every model maps tokens [B, T] to next-character logits [B, T, V]. For
 sampling, `make_step_fn` returns the `step_fn(tokens, state, index)` that
@@ -37,38 +37,10 @@ class RecurrentLM(nn.Module):
     return nn.Dense(self.vocab_size, name='logits')(x), tuple(new_carries)
 
 
-class GPT(nn.Module):
-  """lib.layers.transformer.Decoder without memory, as nanoGPT builds GPT-2.
-
-  Pre-LN, learned positions, tied embeddings initialised N(0, 0.02) and not
-  scaled by sqrt(d_model).
-  """
-  vocab_size: int
-  num_layers: int
-  num_heads: int
-  d_model: int
-  ff_dim: int
-  block_size: int
-  dropout: float = 0.0
-
-  @nn.compact
-  def __call__(self, tokens, *, train: bool = False):
-    return transformer.Decoder(
-        num_layers=self.num_layers, vocab_size=self.vocab_size,
-        d_model=self.d_model, num_heads=self.num_heads, ff_dim=self.ff_dim,
-        dropout=self.dropout, pre_norm=True, positions='learned',
-        max_length=self.block_size, tie_embeddings=True,
-        scale_embeddings=False, embedding=nn.Embed(
-            self.vocab_size, self.d_model,
-            embedding_init=nn.initializers.normal(0.02), name='embed'),
-        name='decoder')(
-            tokens, train=train)
-
-
 def make_model(config: ml_collections.ConfigDict, vocab_size: int) -> nn.Module:
   model = config.model
   if model.kind == 'gpt':
-    return GPT(vocab_size, model.num_layers, model.num_heads, model.d_model,
+    return transformer.GPT(vocab_size, model.num_layers, model.num_heads, model.d_model,
                model.ff_dim, config.block_size, model.dropout)
   return RecurrentLM(vocab_size, model.kind, model.hidden, model.num_layers,
                      model.embed_dim)

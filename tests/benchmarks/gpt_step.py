@@ -1,10 +1,10 @@
 r"""GPT train-step throughput at nanoGPT's CPU configuration: ours against PyTorch.
 
-The model of `projects/language_model` (`models.GPT`: 4 pre-LN layers, 4
-heads, 128 wide, ReLU feed-forward of 512, learned positions, tied
-embeddings; vocabulary 65, block 64, batch 12, dropout 0) with its AdamW
-(clip 1.0, weight decay on matrices), trained on the CPU two ways in one
-process, interleaved repeat by repeat so that load hits both alike:
+The model of `projects/language_model` (`lib.layers.transformer.GPT`: 4
+pre-LN layers, 4 heads, 128 wide, ReLU feed-forward of 512, learned
+positions, tied embeddings; vocabulary 65, block 64, batch 12, dropout 0)
+with its AdamW (clip 1.0, weight decay on matrices), trained on the CPU two
+ways in one process, interleaved repeat by repeat so that load hits both alike:
 
   library  lib.steps.make_train_step over lib.mesh.make_mesh(), the state from
            lib.train_state.create_train_state, batches pre-placed
