@@ -60,6 +60,72 @@ def test_values_and_gradients_match_lax(size, window, strides, padding):
       rtol=1e-3, atol=1e-3)
 
 
+DILATED = [  # (input size, kernel size, strides, padding, lhs, rhs dilation)
+    ((5, 5), (3, 3), (1, 1), ((1, 1), (1, 1)), (2, 2), (1, 1)),
+    ((6, 5), (3, 2), (1, 2), ((2, 1), (0, 1)), (2, 1), (1, 1)),
+    ((9, 9), (3, 3), (1, 1), 'SAME', (1, 1), (2, 2)),
+    ((10, 9), (3, 3), (2, 1), 'VALID', (1, 1), (2, 3)),
+    ((5, 6), (2, 3), (1, 1), ((1, 2), (2, 1)), (2, 2), (2, 1)),
+]
+
+
+@pytest.mark.parametrize('size, window, strides, padding, lhs, rhs', DILATED)
+def test_dilated_values_and_derivatives_match_lax(size, window, strides,
+                                                  padding, lhs, rhs):
+  """Input and kernel dilations (a strided convolution's gradients) up to
+  the second derivative, as WGAN-GP's penalty and MAML take them."""
+  x, kernel = _inputs(size, window)
+
+  def loss(impl):
+    return lambda x, k: jnp.tanh(impl(
+        x, k, strides, padding, lhs_dilation=lhs, rhs_dilation=rhs,
+        dimension_numbers=NHWC)).sum()
+
+  ours, reference = loss(conv.conv_general_dilated), loss(
+      lax.conv_general_dilated)
+  chex.assert_trees_all_close(ours(x, kernel), reference(x, kernel),
+                              rtol=1e-5, atol=1e-5)
+  chex.assert_trees_all_close(
+      jax.jit(jax.grad(ours, argnums=(0, 1)))(x, kernel),
+      jax.grad(reference, argnums=(0, 1))(x, kernel), rtol=1e-4, atol=1e-4)
+
+  def outer(impl_loss):
+    return lambda x, k: (jax.grad(impl_loss)(x, k) ** 2).sum()
+
+  chex.assert_trees_all_close(
+      jax.grad(outer(ours), argnums=(0, 1))(x, kernel),
+      jax.grad(outer(reference), argnums=(0, 1))(x, kernel),
+      rtol=1e-3, atol=1e-3)
+
+
+def test_a_gradient_penalty_of_a_strided_conv_in_a_loop_is_canonical():
+  """WGAN-GP's critic update: the kernel gradient of the input gradient's
+  norm, for a stride-2 convolution, in a loop body."""
+  x, kernel = _inputs((8, 8), (4, 4), in_channels=4, out_channels=8)
+
+  def critic_steps(impl):
+    def critic(x, k):
+      return jnp.tanh(impl(x, k, (2, 2), ((1, 1), (1, 1)),
+                           dimension_numbers=NHWC)).sum()
+
+    def penalty(k):
+      grad = jax.grad(critic)(x, k)
+      return ((jnp.sqrt((grad ** 2).sum((1, 2, 3))) - 1) ** 2).mean()
+
+    def step(_, k):
+      return k - 0.01 * jax.grad(penalty)(k)
+    return jax.jit(lambda k: lax.fori_loop(0, 2, step, k))
+
+  hlo = critic_steps(conv.conv_general_dilated).lower(
+      kernel).compile().as_text()
+  labels = {line.split('dim_labels=')[1].split(',')[0]
+            for line in hlo.splitlines() if ' convolution(' in line}
+  assert labels == {'b01f_01io->b01f'}
+  np.testing.assert_allclose(critic_steps(conv.conv_general_dilated)(kernel),
+                             critic_steps(lax.conv_general_dilated)(kernel),
+                             rtol=1e-4, atol=1e-5)
+
+
 def test_other_layouts_and_groups_fall_back_to_lax():
   x, kernel = _inputs((6, 6), (3, 3), in_channels=4)
   grouped = conv.conv_general_dilated(x, kernel[:, :, :2], (1, 1), 'SAME',
