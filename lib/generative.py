@@ -42,7 +42,8 @@ def widths(width: int, image_size: int) -> list[int]:
   return [width * 2**i for i in range(upsamplings(image_size) + 1)]
 
 
-def _norm(kind: str, train: bool):
+def normalization(kind: str, train: bool):
+  """The layer of `kind` (NORMS); batch norm keeps running averages."""
   if kind == 'batch':
     return nn.BatchNorm(use_running_average=not train, momentum=0.9)
   if kind == 'layer':
@@ -52,7 +53,7 @@ def _norm(kind: str, train: bool):
   raise ConfigError(f'norm must be one of {NORMS}, got {kind!r}')
 
 
-def _upsample2x(x: jax.Array) -> jax.Array:
+def upsample2x(x: jax.Array) -> jax.Array:
   """Nearest-neighbour 2x upsampling (resize-then-convolve avoids the
   checkerboard artefacts of strided transposed convolutions)."""
   return jnp.repeat(jnp.repeat(x, 2, axis=1), 2, axis=2)
@@ -79,11 +80,11 @@ class ConvDecoder(nn.Module):
     start = self.image_size // 2**(len(channels) - 1)
     x = nn.Dense(start * start * channels[0])(z)
     x = x.reshape((z.shape[0], start, start, channels[0]))
-    x = self.activation(_norm(self.norm, train)(x))
+    x = self.activation(normalization(self.norm, train)(x))
     for width in channels[1:]:
       x = conv.Conv(width, (3, 3), use_bias=self.norm != 'batch')(
-          _upsample2x(x))
-      x = self.activation(_norm(self.norm, train)(x))
+          upsample2x(x))
+      x = self.activation(normalization(self.norm, train)(x))
     x = conv.Conv(self.image_channels, (3, 3))(x)
     if self.output == 'sigmoid':
       return nn.sigmoid(x)
@@ -126,5 +127,5 @@ class ConvEncoder(nn.Module):
     for width in channels[1:]:
       x = sn(conv.Conv(width, (4, 4), strides=(2, 2),
                        use_bias=self.norm != 'batch'))(x)
-      x = self.activation(_norm(self.norm, train)(x))
+      x = self.activation(normalization(self.norm, train)(x))
     return sn(nn.Dense(self.num_outputs))(x.reshape((x.shape[0], -1)))

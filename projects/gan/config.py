@@ -15,7 +15,21 @@ Variants (`--config=projects/gan/config.py:VARIANT`):
   folder              every image under `data.folder` (the homework's anime
                       faces) at 64x64; samples and grids only (no labels, so
                       no classifier to score them).
+  pix2pix             pix2pix (pix2pix.py) on the digits upsampled to 16x16
+                      (offline): complete the hidden bottom half; L1 + GAN.
+  pix2pix_mnist       pix2pix on MNIST (`data.mnist_dir`, 28x28).
 Fields beyond lib.config.base_config():
+  task          sample (a GAN that samples images or points) | pix2pix
+                (paired image completion, pix2pix.py).
+  pix2pix       mask: which half the generator fills in (bottom_half |
+                right_half); l1_weight, gan_weight: the generator's loss
+                gan_weight * GAN loss + l1_weight * hidden-half L1
+                (gan_weight=0: L1 only; l1_weight=0: GAN only; not both 0).
+                pix2pix takes loss minimax | nonsaturating | hinge,
+                n_critic 1, steps_per_call 1, no conditional or ema_decay
+                (it scores the raw generator), model.width and g_norm /
+                d_norm for both players, and scores the whole test split
+                in batches of eval.batch_size.
   loss          minimax | nonsaturating | wgan | wgan_gp | hinge (losses.py).
   spectral_norm spectrally normalize the discriminator (SNGAN: with hinge).
   n_critic      discriminator updates per generator update.
@@ -48,9 +62,11 @@ from lib.config import require_choice
 from lib.data import images as images_lib
 from projects.gan import data as data_lib
 from projects.gan import losses
+from projects.gan import pix2pix
 
 VARIANTS = ('quick', 'grid', 'digits', 'digits_conditional', 'mnist',
-            'cifar10', 'folder')
+            'cifar10', 'folder', 'pix2pix', 'pix2pix_mnist')
+TASKS = ('sample', 'pix2pix')
 DATASETS = (*data_lib.MIXTURES, *data_lib.IMAGE_SETS)
 
 
@@ -65,6 +81,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   config_lib.check_variant('gan', arg, VARIANTS)
   config = config_lib.base_config()
   config.project = 'gan'
+  config.task = 'sample'
   config.data = images_lib.config('ring', std=0.02, folder='')
   config.loss = 'nonsaturating'
   config.spectral_norm = False
@@ -75,6 +92,8 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   config.latent_dim = 2
   config.conditional = False
   config.steps_per_call = 50  # 1 for images, where compute dominates
+  config.pix2pix = ml_collections.ConfigDict(dict(
+      mask='bottom_half', l1_weight=100.0, gan_weight=1.0))
   config.model = ml_collections.ConfigDict(dict(
       hidden=(128, 128, 128),  # MLP players (mixtures)
       width=32, features=256,  # conv players: first width, D's feature size
@@ -126,12 +145,30 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     if arg == 'folder':
       config.data.image_size = 64
       config.model.width = 64
+  elif arg in ('pix2pix', 'pix2pix_mnist'):
+    config.task = 'pix2pix'
+    config.data.name = 'digits' if arg == 'pix2pix' else 'mnist'
+    config.data.image_size = 16 if arg == 'pix2pix' else 0
+    config.steps_per_call = 1
+    config.ema_decay = 0.0
+    config.optimizer = _optimizer(2e-4)  # pix2pix's Adam
+    config.d_optimizer = _optimizer(2e-4)
+    config.batch_size = 64
+    config.num_steps = 2000
+    config.log_every = 100
+    config.eval_every = 1000
+    config.checkpoint_every = 1000
+    config.tour.metric = 'test/hidden_l1'
+    config.tour.mode = 'min'
+    config.tour.target = 0.1  # the mean image's: 0.16 on the digits
+    config.tour.baseline = 'baseline/mean_fill_hidden_l1'
   return config
 
 
 def validate(config: ml_collections.ConfigDict):
   """ConfigError naming the first unusable field of the GAN config."""
   config_lib.validate(config)
+  require_choice(config.task, 'task', TASKS)
   require_choice(config.data.name, 'data.name', DATASETS)
   require_choice(config.loss, 'loss', losses.LOSSES)
   require_choice(config.model.g_norm, 'model.g_norm', generative.NORMS)
@@ -175,8 +212,28 @@ def validate(config: ml_collections.ConfigDict):
     require(config[name] % config.steps_per_call == 0,
             f'config.{name}={config[name]} must be a multiple of '
             f'config.steps_per_call={config.steps_per_call}')
+  if config.task == 'pix2pix':
+    validate_pix2pix(config)
   num_devices = config.num_devices or jax.device_count()
   for name, value in (('batch_size', config.batch_size),
                       ('eval.batch_size', config.eval.batch_size)):
     require(value % num_devices == 0, f'config.{name}={value} must be a '
             f'multiple of the number of devices ({num_devices})')
+
+
+def validate_pix2pix(config: ml_collections.ConfigDict):
+  p = config.pix2pix
+  require_choice(p.mask, 'pix2pix.mask', pix2pix.MASKS)
+  for name in ('l1_weight', 'gan_weight'):
+    require(p[name] >= 0, f'config.pix2pix.{name}={p[name]} must be >= 0')
+  require(p.l1_weight > 0 or p.gan_weight > 0,
+          'config.pix2pix.l1_weight and config.pix2pix.gan_weight are both 0: '
+          'the generator would learn nothing; set either or both > 0')
+  require(config.data.name not in (*data_lib.MIXTURES, 'folder'),
+          "config.task='pix2pix' completes labelled images (digits, mnist, "
+          f'cifar10, tfds), not data.name={config.data.name!r}')
+  require_choice(config.loss, 'loss (pix2pix)', pix2pix.LOSSES)
+  for name, value in (('n_critic', 1), ('steps_per_call', 1),
+                      ('conditional', False), ('ema_decay', 0.0)):
+    require(config[name] == value, f"config.task='pix2pix' takes "
+            f'config.{name}={value!r}, not {config[name]!r}')

@@ -18,10 +18,24 @@ from typing import Any
 import flax
 import jax
 import jax.numpy as jnp
+import ml_collections
 import optax
 
 from lib import mesh as mesh_lib
+from lib import optim
 from projects.gan import losses
+
+
+def make_optimizer(config: ml_collections.ConfigDict,
+                   num_steps: int) -> optax.GradientTransformation:
+  """Adam with the config's b1, b2 (GANs use b1 = 0.5), else lib.optim's."""
+  if config.name != 'adam':
+    return optim.make_optimizer(config, num_steps)
+  tx = optax.adam(optim.make_schedule(config, num_steps), b1=config.b1,
+                  b2=config.b2)
+  if config.grad_clip_norm:
+    tx = optax.chain(optax.clip_by_global_norm(config.grad_clip_norm), tx)
+  return tx
 
 
 @flax.struct.dataclass

@@ -8,38 +8,26 @@ n_critic discriminator updates, one generator update, the EMA); the loop's
 step (and so the metrics' step) counts these calls. Evaluations score the EMA generator (mode counting on mixtures;
 FID/KID/IS/precision/recall against the real test images) and save a picture
 per evaluation in WORKDIR/samples/; the end adds the final samples, a latent
-interpolation and both players' curves.
+interpolation and both players' curves. With config.task='pix2pix' the task
+is pix2pix.make_task's (paired completion), after the same classifier.
 """
 
 import os
 
 import ml_collections
 import numpy as np
-import optax
 
 from lib import image_classifier
 from lib import loop
 from lib import mesh as mesh_lib
 from lib import metric_log
-from lib import optim
 from lib import trainer
 from projects.gan import config as gan_config
 from projects.gan import data as data_lib
 from projects.gan import gan as gan_lib
 from projects.gan import networks
+from projects.gan import pix2pix
 from projects.gan import quality
-
-
-def make_optimizer(config: ml_collections.ConfigDict,
-                   num_steps: int) -> optax.GradientTransformation:
-  """Adam with the config's b1, b2 (GANs use b1 = 0.5), else lib.optim's."""
-  if config.name != 'adam':
-    return optim.make_optimizer(config, num_steps)
-  tx = optax.adam(optim.make_schedule(config, num_steps), b1=config.b1,
-                  b2=config.b2)
-  if config.grad_clip_norm:
-    tx = optax.chain(optax.clip_by_global_norm(config.grad_clip_norm), tx)
-  return tx
 
 
 def build_gan(config: ml_collections.ConfigDict,
@@ -48,9 +36,9 @@ def build_gan(config: ml_collections.ConfigDict,
       config, problem.sample_shape, problem.num_classes)
   return gan_lib.GAN(
       generator=generator, discriminator=discriminator,
-      g_tx=make_optimizer(config.optimizer, config.num_steps),
-      d_tx=make_optimizer(config.d_optimizer,
-                          config.num_steps * config.n_critic),
+      g_tx=gan_lib.make_optimizer(config.optimizer, config.num_steps),
+      d_tx=gan_lib.make_optimizer(config.d_optimizer,
+                                  config.num_steps * config.n_critic),
       loss=config.loss, latent_dim=config.latent_dim,
       sample_shape=tuple(problem.sample_shape),
       num_classes=problem.num_classes if config.conditional else 0,
@@ -173,7 +161,8 @@ def make_task(config: ml_collections.ConfigDict, problem: data_lib.Problem,
 
 def train_and_evaluate(config: ml_collections.ConfigDict,
                        workdir: str) -> loop.TrainResult:
-  """Trains the GAN (after its feature classifier, for images)."""
+  """Trains the GAN, or pix2pix (config.task), after the feature classifier
+  for images."""
   gan_config.validate(config)
   mesh = mesh_lib.make_mesh(config.num_devices)
   problem = data_lib.load_problem(config)  # data errors before any write
@@ -181,7 +170,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict,
   if problem.images is not None:
     feature_fn, accuracy = train_classifier(config, problem, workdir)
     extra['classifier/test_accuracy'] = accuracy
-  task = make_task(config, problem, mesh, workdir, feature_fn)
+  make = pix2pix.make_task if config.task == 'pix2pix' else make_task
+  task = make(config, problem, mesh, workdir, feature_fn)
   task.baselines.update(extra)
   per_call = config.steps_per_call
   cadence = loop.Cadence.from_config(

@@ -1,5 +1,6 @@
 """HW6: GAN losses, gradient penalty, spectral norm, clipping, the sharded
-step, the data, and the quick config learning the 8-mode ring."""
+step, the data, the quick config learning the 8-mode ring, and pix2pix
+completing half-masked digits."""
 
 import os
 
@@ -18,6 +19,7 @@ from projects.gan import data as data_lib
 from projects.gan import gan as gan_lib
 from projects.gan import losses
 from projects.gan import networks
+from projects.gan import pix2pix
 from projects.gan import train
 
 
@@ -225,3 +227,81 @@ def test_bad_config_fails_with_one_clear_message(field, value, message):
 def test_every_variant_validates():
   for variant in (None, *config_lib.VARIANTS):
     config_lib.validate(config_lib.get_config(variant))
+
+
+def test_pix2pix_players_keep_the_visible_half_and_score_patches():
+  size, patches = 28, 7  # MNIST: 28 -> 14 -> 7 and back
+  generator = pix2pix.UNet(width=4, norm='batch')
+  discriminator = pix2pix.PatchDiscriminator(width=4, spectral_norm=True)
+  images = jax.random.uniform(jax.random.key(0), (3, size, size, 1),
+                              minval=-1.0, maxval=1.0)
+  hidden = pix2pix.hidden_mask('bottom_half', size)
+  condition = images * (1 - hidden)
+  g_vars = jax.jit(generator.init)(jax.random.key(1), condition)
+  model = pix2pix.Pix2Pix(
+      generator, discriminator, g_tx=None, d_tx=None, loss='nonsaturating',
+      image_shape=(size, size, 1), hidden=hidden, l1_weight=1.0,
+      gan_weight=1.0)
+  (completion, g_state) = jax.jit(model.complete, static_argnames='train')(
+      g_vars['params'], {'batch_stats': g_vars['batch_stats']}, condition,
+      train=True)
+  chex.assert_shape(completion, (3, size, size, 1))
+  chex.assert_tree_all_finite((completion, g_state))
+  assert float(jnp.abs(completion).max()) <= 1.0
+  visible = np.broadcast_to(hidden == 0, completion.shape)
+  np.testing.assert_array_equal(completion[visible], images[visible])
+  scores, d_vars = jax.jit(discriminator.init_with_output)(
+      jax.random.key(2), condition, completion)
+  chex.assert_shape(scores, (3, patches, patches))
+  chex.assert_tree_all_finite((scores, d_vars))
+
+
+def test_pix2pix_generator_loss_without_gan_is_the_hidden_half_l1():
+  target = jnp.zeros((1, 2, 2, 1))
+  completion = jnp.array([0.0, 0.0, 0.5, -1.5]).reshape(1, 2, 2, 1)
+  hidden = pix2pix.hidden_mask('bottom_half', 2)  # the second row
+  scores = jnp.array([[[3.0]]])  # any score: its weight is 0
+  loss, parts = pix2pix.generator_objective(
+      'nonsaturating', scores, completion, target, hidden, l1_weight=10.0,
+      gan_weight=0.0)
+  assert float(parts['l1']) == pytest.approx((0.5 + 1.5) / 2)
+  assert float(loss) == pytest.approx(10.0 * (0.5 + 1.5) / 2)
+  both, _ = pix2pix.generator_objective(
+      'nonsaturating', scores, completion, target, hidden, l1_weight=10.0,
+      gan_weight=2.0)
+  assert float(both) == pytest.approx(10.0 + 2 * np.log1p(np.exp(-3.0)))
+
+
+@pytest.mark.parametrize('field,value,message', [
+    ('pix2pix.gan_weight', 0.0, 'both 0'),
+    ('pix2pix.l1_weight', -1.0, 'l1_weight=-1.0 must be >= 0'),
+    ('pix2pix.mask', 'top_third', 'config.pix2pix.mask'),
+    ('loss', 'wgan_gp', r'config.loss \(pix2pix\)'),
+    ('data.name', 'ring', 'labelled images'),
+    ('n_critic', 2, 'n_critic=1'),
+])
+def test_bad_pix2pix_config_fails_with_one_clear_message(field, value,
+                                                         message):
+  config = config_lib.get_config('pix2pix')
+  config.pix2pix.l1_weight = 0.0 if field == 'pix2pix.gan_weight' else 100.0
+  group, _, name = field.rpartition('.')
+  (config[group] if group else config)[name] = value
+  with pytest.raises(errors.ConfigError, match=message):
+    config_lib.validate(config)
+
+
+def test_pix2pix_completions_beat_the_mean_image(tmp_path):
+  config = config_lib.get_config('pix2pix')
+  config.data.image_size = 0  # 8x8 digits
+  config.model.width = 8
+  config.optimizer.learning_rate = config.d_optimizer.learning_rate = 2e-3
+  config.classifier.update(num_steps=20, batch_size=32)
+  config.update(num_devices=2, batch_size=32, num_steps=150, log_every=150,
+                eval_every=150, checkpoint_every=0)
+  metrics = train.train_and_evaluate(config, str(tmp_path)).metrics
+  assert metrics['test/hidden_l1'] < 0.75 * metrics[
+      'baseline/mean_fill_hidden_l1']
+  assert metrics['test/hidden_mse'] < metrics['baseline/mean_fill_hidden_mse']
+  for name in ('accuracy', 'fid', 'sharpness_ratio'):
+    assert np.isfinite(metrics[f'test/{name}']), name
+  assert os.path.exists(os.path.join(str(tmp_path), 'completions.png'))
