@@ -88,7 +88,9 @@ def make_task(config: ml_collections.ConfigDict, problem: data_lib.Problem,
   labels = quality.evaluation_labels(ev.num_samples, gan.num_classes)
   real_test = (None if problem.images is None else
                problem.images.test['image'][:ev.num_samples])
-  drawing = bool(workdir) and config.plots and loop.is_chief()
+  # Every process draws the (sharded) samples; only the chief writes them.
+  drawing = bool(workdir) and config.plots
+  chief = loop.is_chief()
 
   def generator_of(state):
     return state.g_ema if config.ema_decay else state.g_params
@@ -109,12 +111,15 @@ def make_task(config: ml_collections.ConfigDict, problem: data_lib.Problem,
 
   def picture(state, path, title):
     if problem.centers is not None:
-      quality.plot_mixture(samples_of(state), problem, path, title)
+      samples = samples_of(state)
+      if chief:
+        quality.plot_mixture(samples, problem, path, title)
       return
     count = min(ev.grid_images, ev.num_samples)
     shown = samples_of(state, count, None if labels is None else
                        quality.evaluation_labels(count, gan.num_classes))
-    quality.save_images((shown + 1) / 2, path, title)
+    if chief:
+      quality.save_images((shown + 1) / 2, path, title)
 
   def step(state, step):
     batches = data_lib.real_chunk(config, problem, step)
@@ -140,13 +145,15 @@ def make_task(config: ml_collections.ConfigDict, problem: data_lib.Problem,
                 np.repeat(np.arange(8) % gan.num_classes, 8).astype(np.int32))
         images = quality.sample_latents(sampler, generator_of(state),
                                         state.g_state, z, ev.batch_size, rows)
-        quality.save_images((images + 1) / 2,
-                            os.path.join(workdir, 'interpolation.png'),
-                            'latent interpolation (one line per row)')
-      quality.plot_players(metric_log.read_metrics(workdir),
-                           os.path.join(workdir, 'players.png'),
-                           config.steps_per_call,
-                           f'GAN ({config.loss}): both players')
+        if chief:
+          quality.save_images((images + 1) / 2,
+                              os.path.join(workdir, 'interpolation.png'),
+                              'latent interpolation (one line per row)')
+      if chief:
+        quality.plot_players(metric_log.read_metrics(workdir),
+                             os.path.join(workdir, 'players.png'),
+                             config.steps_per_call,
+                             f'GAN ({config.loss}): both players')
     return {}
 
   init = gan_lib.make_init(gan, config.seed, mesh)
