@@ -141,6 +141,8 @@ def test_pretrained_gpt_prompted_zero_shot_tells_the_held_out_words_kinds(
   chance. (300 steps: 0.95-1.0 over seeds 0-2; 150 steps still gave chance.)"""
   config, task, tokenizer = _few_shot(tmp_path, num_steps=300,
                                       learning_rate=1e-2, warmup_steps=30)
+  # One held-out evaluation, and batches of 30 to score (no fine-tuning).
+  config.update(eval_every=300, batch_size=30)
   mesh = mesh_lib.make_mesh(config.num_devices)
   bert_config = train.encoder_config(config, tokenizer)
   params, metrics = gpt.pretrain(config, str(tmp_path), bert_config,
