@@ -86,9 +86,7 @@ flags.DEFINE_integer('finetune_batch_size', 8, 'Rows per fine-tuning step.')
 flags.DEFINE_integer('steps', 1, 'Timed steps per repeat.')
 flags.DEFINE_integer('warmup', 2, 'Untimed steps first (compilation).')
 flags.DEFINE_integer('repeats', 5, 'Timed repeats; the median is reported.')
-flags.DEFINE_integer(
-    'threads', 0, 'CPU threads for both frameworks (0: every core this process '
-    'may use; fewer pins the process to the first N cores).')
+machine.define_threads_flag()
 flags.DEFINE_string('out', '', 'Write the results as JSON to this path.')
 FLAGS = flags.FLAGS
 
@@ -383,10 +381,7 @@ def lora_benchmark():
 
 def main(argv):
   del argv
-  cores = sorted(os.sched_getaffinity(0))
-  threads = FLAGS.threads or len(cores)
-  if threads < len(cores):
-    os.sched_setaffinity(0, cores[:threads])
+  threads = machine.pin_threads(FLAGS.threads)
   torch.set_num_threads(threads)
   rows = FLAGS.only or list(ROWS)
   if set(rows) - set(ROWS) or set(FLAGS.sizes) - set(SIZES):

@@ -48,15 +48,14 @@ from lib import models
 from lib import steps
 from lib import train_state
 from torch_models import TorchSmallCNN  # a sibling: run as a script
+import machine  # a sibling: run as a script
 
 flags.DEFINE_integer('batch_size', 128, 'Global batch size.')
 flags.DEFINE_list('channels', ['32', '64', '128'], 'SmallCNN block widths.')
 flags.DEFINE_integer('steps', 10, 'Timed steps per repeat.')
 flags.DEFINE_integer('warmup', 3, 'Untimed steps before the first repeat.')
 flags.DEFINE_integer('repeats', 7, 'Timed repeats; the median is reported.')
-flags.DEFINE_integer(
-    'threads', 0, 'CPU threads for both frameworks (0: every core this process '
-    'may use). Fewer than that pins the process to the first N cores.')
+machine.define_threads_flag()
 flags.DEFINE_bool('torch_channels_last', False,
                   'Run PyTorch in channels-last (NHWC) memory format.')
 flags.DEFINE_list('only', [], 'Subset of library,bare_jit,pytorch.')
@@ -151,10 +150,7 @@ def pytorch_runner(channels, batches, channels_last: bool):
 
 def main(argv):
   del argv
-  cores = sorted(os.sched_getaffinity(0))
-  threads = FLAGS.threads or len(cores)
-  if threads < len(cores):
-    os.sched_setaffinity(0, cores[:threads])
+  threads = machine.pin_threads(FLAGS.threads)
   torch.set_num_threads(threads)
   methods = FLAGS.only or METHODS
   unknown = set(methods) - set(METHODS)

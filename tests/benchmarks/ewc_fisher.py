@@ -41,14 +41,13 @@ import jax.numpy as jnp
 import numpy as np
 
 from projects.lifelong import methods
+import machine  # a sibling: run as a script
 
 flags.DEFINE_integer('examples', 1000, 'N: examples the Fisher averages over.')
 flags.DEFINE_integer('chunk', 16, 'JAX: examples per vmap inside the scan.')
 flags.DEFINE_integer('torch_chunk', 250, 'torch.func: examples per vmap call.')
 flags.DEFINE_integer('repeats', 5, 'Timed repeats; the median is reported.')
-flags.DEFINE_integer(
-    'threads', 0, 'CPU threads for both frameworks (0: every core this process '
-    'may use). Fewer pins the process to the first N cores.')
+machine.define_threads_flag()
 flags.DEFINE_list('only', [], 'Subset of jax_vmap,torch_loop,torch_func,'
                   'torch_batched.')
 flags.DEFINE_string('out', '', 'Write the results as JSON to this path.')
@@ -162,10 +161,7 @@ def max_relative_error(a, b) -> float:
 
 def main(argv):
   del argv
-  cores = sorted(os.sched_getaffinity(0))
-  threads = FLAGS.threads or len(cores)
-  if threads < len(cores):
-    os.sched_setaffinity(0, cores[:threads])
+  threads = machine.pin_threads(FLAGS.threads)
   wanted = FLAGS.only or METHODS
   unknown = set(wanted) - set(METHODS)
   if unknown:

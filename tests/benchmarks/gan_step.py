@@ -82,9 +82,7 @@ flags.DEFINE_integer('gan_steps', 2, 'Timed GAN steps per repeat.')
 flags.DEFINE_integer('vae_steps', 100, 'Timed VAE steps per repeat.')
 flags.DEFINE_integer('warmup', 2, 'Untimed steps of each row first.')
 flags.DEFINE_integer('repeats', 5, 'Timed repeats; the median is reported.')
-flags.DEFINE_integer(
-    'threads', 0, 'CPU threads for both frameworks (0: every core this process '
-    'may use; fewer pins the process to the first N cores).')
+machine.define_threads_flag()
 flags.DEFINE_bool('torch_channels_last', False,
                   'Run the PyTorch GAN players in channels-last memory format.')
 flags.DEFINE_string('out', '', 'Write the results as JSON to this path.')
@@ -333,10 +331,7 @@ def benchmark(name, rows):
 
 def main(argv):
   del argv
-  cores = sorted(os.sched_getaffinity(0))
-  threads = FLAGS.threads or len(cores)
-  if threads < len(cores):
-    os.sched_setaffinity(0, cores[:threads])
+  threads = machine.pin_threads(FLAGS.threads)
   torch.set_num_threads(threads)
   rows = FLAGS.only or list(ROWS)
   if set(rows) - set(ROWS) or set(FLAGS.benchmarks) - set(BENCHMARKS):

@@ -40,15 +40,14 @@ from lib import models
 from projects.adversarial import attacks
 from torch_models import copy_weights  # a sibling: run as a script
 from torch_models import TorchSmallCNN
+import machine  # a sibling: run as a script
 
 flags.DEFINE_integer('batch_size', 128, 'Images attacked at once.')
 flags.DEFINE_list('channels', ['32', '64'], 'SmallCNN block widths.')
 flags.DEFINE_integer('num_steps', 10, 'PGD steps.')
 flags.DEFINE_integer('attacks', 3, 'Timed attacks of the batch per repeat.')
 flags.DEFINE_integer('repeats', 5, 'Timed repeats; the median is reported.')
-flags.DEFINE_integer(
-    'threads', 0, 'CPU threads for both frameworks (0: every core this process '
-    'may use). Fewer than that pins the process to the first N cores.')
+machine.define_threads_flag()
 flags.DEFINE_string('out', '', 'Write the results as JSON to this path.')
 
 FLAGS = flags.FLAGS
@@ -72,10 +71,7 @@ def torch_pgd(model, images, labels, num_steps: int):
 
 def main(argv):
   del argv
-  cores = sorted(os.sched_getaffinity(0))
-  threads = FLAGS.threads or len(cores)
-  if threads < len(cores):
-    os.sched_setaffinity(0, cores[:threads])
+  threads = machine.pin_threads(FLAGS.threads)
   torch.set_num_threads(threads)
   channels = tuple(int(c) for c in FLAGS.channels)
   rng = np.random.default_rng(0)

@@ -62,13 +62,12 @@ from lib.layers import transformer
 from lib.text.tokenizers import BOS_ID, EOS_ID, PAD_ID
 from projects.seq2seq import models
 from projects.seq2seq import training
+import machine  # a sibling: run as a script
 
 flags.DEFINE_integer('steps', 10, 'Timed train steps per repeat.')
 flags.DEFINE_integer('warmup', 3, 'Untimed train steps first (compilation).')
 flags.DEFINE_integer('repeats', 7, 'Timed repeats; the median is reported.')
-flags.DEFINE_integer(
-    'threads', 0, 'CPU threads for both frameworks (0: every core this process '
-    'may use; fewer pins the process to the first N cores).')
+machine.define_threads_flag()
 flags.DEFINE_integer('batch_size', 64, 'Pairs per train step and decode call.')
 flags.DEFINE_integer('length', 32, 'Padded source and target length.')
 flags.DEFINE_list('decode_tokens', ['32', '64'], 'Generated tokens per call.')
@@ -253,10 +252,7 @@ def decode_runners(methods, source):
 
 def main(argv):
   del argv
-  cores = sorted(os.sched_getaffinity(0))
-  threads = FLAGS.threads or len(cores)
-  if threads < len(cores):
-    os.sched_setaffinity(0, cores[:threads])
+  threads = machine.pin_threads(FLAGS.threads)
   methods = set(FLAGS.only or METHODS)
   if methods - set(METHODS):
     raise app.UsageError(f'--only: unknown {sorted(methods - set(METHODS))}; '

@@ -46,15 +46,13 @@ from lib import mesh as mesh_lib
 from lib import models
 from lib import steps
 from lib import train_state
+import machine  # a sibling: run as a script
 
 flags.DEFINE_integer('batch_size', 256, 'Global batch size.')
 flags.DEFINE_integer('steps', 40, 'Timed steps per repeat.')
 flags.DEFINE_integer('warmup', 5, 'Untimed steps before the first repeat.')
 flags.DEFINE_integer('repeats', 7, 'Timed repeats; the median is reported.')
-flags.DEFINE_integer(
-    'threads', 0, 'CPU threads for both frameworks (0: every core this process '
-    'may use). Fewer than that pins the process to the first N cores, the only '
-    'way to bound the XLA CPU thread pool.')
+machine.define_threads_flag()
 flags.DEFINE_string('out', '', 'Write the results as JSON to this path.')
 flags.DEFINE_list('only', [], 'Subset of library,library+feed,bare_jit,pytorch.')
 
@@ -182,10 +180,7 @@ def environment(threads: int) -> dict:
 
 def main(argv):
   del argv
-  cores = sorted(os.sched_getaffinity(0))
-  threads = FLAGS.threads or len(cores)
-  if threads < len(cores):
-    os.sched_setaffinity(0, cores[:threads])
+  threads = machine.pin_threads(FLAGS.threads)
   methods = FLAGS.only or METHODS
   unknown = set(methods) - set(METHODS)
   if unknown:
