@@ -13,8 +13,11 @@ import sys
 
 _, WORKDIR, PORT, NUM_PROCESSES, PROCESS_ID = sys.argv
 os.environ['JAX_PLATFORMS'] = 'cpu'
-os.environ['XLA_FLAGS'] = ('--xla_force_host_platform_device_count='
-                           f'{4 // int(NUM_PROCESSES)}')
+_DEVICES_FLAG = '--xla_force_host_platform_device_count'
+os.environ['XLA_FLAGS'] = ' '.join(
+    [flag for flag in os.environ.get('XLA_FLAGS', '').split()
+     if not flag.startswith(_DEVICES_FLAG)] +
+    [f'{_DEVICES_FLAG}={4 // int(NUM_PROCESSES)}'])
 
 import jax  # pylint: disable=g-import-not-at-top,wrong-import-position
 

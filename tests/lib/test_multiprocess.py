@@ -21,10 +21,9 @@ def _free_port() -> int:
 
 def _train(workdir, num_processes: int) -> dict:
   port = _free_port()
-  env = {k: v for k, v in os.environ.items() if k != 'XLA_FLAGS'}
   procs = [subprocess.Popen(
       [sys.executable, '-m', 'tests.lib.multiprocess_worker', str(workdir),
-       str(port), str(num_processes), str(i)], cwd=REPO, env=env,
+       str(port), str(num_processes), str(i)], cwd=REPO,
       stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
            for i in range(num_processes)]
   for proc in procs:

@@ -254,11 +254,12 @@ def test_fast_fgsm_training_loss_is_the_loss_on_attacked_images():
   clean_loss, _ = classifier_lib.classifier_fns(
       classifier.model, input_key='image')
   key = jax.random.key(0)
-  (loss, (metrics, _)), grads = jax.value_and_grad(
-      adversarial_loss, has_aux=True)(classifier.params,
-                                      classifier.model_state, batch, key)
+  (loss, (metrics, _)), grads = jax.jit(jax.value_and_grad(
+      adversarial_loss, has_aux=True))(classifier.params,
+                                       classifier.model_state, batch, key)
   chex.assert_tree_all_finite((loss, grads))
-  clean, _ = clean_loss(classifier.params, classifier.model_state, batch, key)
+  clean, _ = jax.jit(clean_loss)(classifier.params, classifier.model_state,
+                                 batch, key)
   assert float(loss) > float(clean) + 0.3
   assert 0.0 <= float(metrics['accuracy']) <= 1.0
 

@@ -227,7 +227,7 @@ def test_classification_with_early_exit(tmp_path):
   config.update_from_flattened_dict({
       'num_devices': 2, 'task': 'classification', 'init': 'scratch',
       'early_exit': True, 'data.num_train': 1000, 'data.num_test': 200,
-      'data.max_length': 16, 'model.num_layers': 2, 'num_steps': 150,
+      'data.max_length': 16, 'model.num_layers': 2, 'num_steps': 100,
       'adaptation.methods': ('full',)})
   metrics = train.train_and_evaluate(config, str(tmp_path)).metrics
   # Word order on the world's sentences: chance is 50%.
