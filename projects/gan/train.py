@@ -9,7 +9,9 @@ step (and so the metrics' step) counts these calls. Evaluations score the EMA ge
 FID/KID/IS/precision/recall against the real test images) and save a picture
 per evaluation in WORKDIR/samples/; the end adds the final samples, a latent
 interpolation and both players' curves. With config.task='pix2pix' the task
-is pix2pix.make_task's (paired completion), after the same classifier.
+is pix2pix.make_task's (paired completion), after the same classifier; with
+config.task='flow' it is flow.make_task's (a RealNVP scored in bits per
+dimension, no classifier).
 """
 
 import os
@@ -24,6 +26,7 @@ from lib import metric_log
 from lib import trainer
 from projects.gan import config as gan_config
 from projects.gan import data as data_lib
+from projects.gan import flow
 from projects.gan import gan as gan_lib
 from projects.gan import networks
 from projects.gan import pix2pix
@@ -174,10 +177,11 @@ def train_and_evaluate(config: ml_collections.ConfigDict,
   mesh = mesh_lib.make_mesh(config.num_devices)
   problem = data_lib.load_problem(config)  # data errors before any write
   feature_fn, extra = None, {}
-  if problem.images is not None:
+  if problem.images is not None and config.task != 'flow':
     feature_fn, accuracy = train_classifier(config, problem, workdir)
     extra['classifier/test_accuracy'] = accuracy
-  make = pix2pix.make_task if config.task == 'pix2pix' else make_task
+  make = {'sample': make_task, 'pix2pix': pix2pix.make_task,
+          'flow': flow.make_task}[config.task]
   task = make(config, problem, mesh, workdir, feature_fn)
   task.baselines.update(extra)
   per_call = config.steps_per_call
