@@ -50,7 +50,7 @@ def unsqueeze(x: jax.Array) -> jax.Array:
 
 
 def coupling_mask(kind: str, parity: int, shape) -> jnp.ndarray:
-  """1 where a coupling keeps the input (and reads it), 0 where it transforms."""
+  """1 where a coupling keeps (and reads) the input, 0 where it transforms."""
   h, w, c = shape
   if kind == 'checker':
     rows, cols = np.indices((h, w))
@@ -191,16 +191,17 @@ def histogram_bits_per_dim(train01: np.ndarray, test01: np.ndarray,
                            levels: int) -> float:
   """Independent pixels: each pixel's level histogram on the training split
   (add-one smoothed), scored on the test split."""
-  train = np.rint(train01 * (levels - 1)).astype(np.int64)
-  test = np.rint(test01 * (levels - 1)).astype(np.int64)
-  flat_train = train.reshape(len(train), -1)
-  counts = np.ones((flat_train.shape[1], levels))
-  for level in range(levels):
-    counts[:, level] += (flat_train == level).sum(0)
-  log2_p = np.log2(counts / counts.sum(1, keepdims=True))
-  flat_test = test.reshape(len(test), -1)
-  pixels = np.arange(flat_test.shape[1])
-  return float(-log2_p[pixels, flat_test].mean())
+  def pixel_levels(images01):  # [N, pixels] -> pixel * levels + level
+    values = np.rint(images01 * (levels - 1)).astype(np.int64)
+    values = values.reshape(len(values), -1)
+    return np.arange(values.shape[1]) * levels + values
+
+  num_pixels = int(np.prod(train01.shape[1:]))
+  counts = 1.0 + np.bincount(pixel_levels(train01).ravel(),
+                             minlength=num_pixels * levels)
+  counts = counts.reshape(num_pixels, levels)
+  log2_p = np.log2(counts / counts.sum(1, keepdims=True)).ravel()
+  return float(-log2_p[pixel_levels(test01)].mean())
 
 
 def check_levels(images01: np.ndarray, levels: int, name: str):
@@ -213,7 +214,7 @@ def check_levels(images01: np.ndarray, levels: int, name: str):
 
 
 def build(config: ml_collections.ConfigDict,
-          problem: data_lib.Problem) -> tuple[RealNVP, trainer.Experiment]:
+          problem: data_lib.Problem) -> trainer.Experiment:
   f = config.flow
   train, test = problem.images.train, problem.images.test
   for split in (train, test):
@@ -233,7 +234,7 @@ def build(config: ml_collections.ConfigDict,
     noise = jax.random.uniform(jax.random.key(0), batch['image'].shape)
     return {'bits_per_dim': score(params, batch['image'], noise)}
 
-  experiment = trainer.Experiment(
+  return trainer.Experiment(
       model=model, loss_fn=loss_fn, eval_fn=eval_fn,
       train_data={'image': train['image']},
       eval_data={'test': {'image': test['image']}},
@@ -242,7 +243,6 @@ def build(config: ml_collections.ConfigDict,
           'baseline/uniform_bits_per_dim': float(np.log2(f.levels)),
           'baseline/pixel_histogram_bits_per_dim': histogram_bits_per_dim(
               train['image'], test['image'], f.levels)})
-  return model, experiment
 
 
 def sample(model: RealNVP, params, num: int, key, *, temperature: float,
@@ -258,13 +258,13 @@ def sample(model: RealNVP, params, num: int, key, *, temperature: float,
 def make_task(config: ml_collections.ConfigDict, problem: data_lib.Problem,
               mesh, workdir: str | None = None, feature_fn=None) -> loop.Task:
   del feature_fn  # scored by likelihood, not by a classifier
-  model, experiment = build(config, problem)
+  experiment = build(config, problem)
   task = trainer.make_task(config, experiment, mesh)
 
   def report(state, summary):
     del summary
     if workdir and config.plots:
-      images = sample(model, state.params, config.eval.grid_images,
+      images = sample(experiment.model, state.params, config.eval.grid_images,
                       jax.random.key(config.seed + 1),
                       temperature=config.flow.temperature,
                       alpha=config.flow.alpha)
