@@ -49,7 +49,6 @@ is one high-water mark for the whole process, so neither is used.
 
 import json
 import os
-import platform
 import statistics
 import time
 
@@ -387,16 +386,9 @@ def main(argv):
   if set(rows) - set(ROWS) or set(FLAGS.sizes) - set(SIZES):
     raise app.UsageError(f'--only: subset of {ROWS}; --sizes: of '
                          f'{tuple(SIZES)}')
-  environment = {
-      'cpu': machine.cpu_model(), 'cores': len(os.sched_getaffinity(0)),
-      'xla_threads': len(os.sched_getaffinity(0)),
-      'torch_threads': torch.get_num_threads(),
-      'torch_interop_threads': torch.get_num_interop_threads(),
-      'python': platform.python_version(), 'jax': jax.__version__,
-      'torch': torch.__version__, 'transformers': transformers.__version__,
-      'optax': optax.__version__, 'xla_flags': os.environ.get('XLA_FLAGS', ''),
-      'load_average': os.getloadavg(),
-      'date': time.strftime('%Y-%m-%d %H:%M:%S %Z')}
+  environment = machine.environment(
+      torch, xla_threads=len(os.sched_getaffinity(0)),
+      transformers=transformers.__version__, optax=optax.__version__)
   print(f'CPU {environment["cpu"]}, {environment["cores"]} cores; XLA threads '
         f'{environment["xla_threads"]} (cores in the affinity mask), torch '
         f'threads {environment["torch_threads"]} (inter-op '

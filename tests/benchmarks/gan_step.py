@@ -42,7 +42,6 @@ the slowest and fastest repeat, and ours/pytorch against the issue's targets
 
 import json
 import os
-import platform
 import statistics
 import time
 
@@ -337,15 +336,8 @@ def main(argv):
   if set(rows) - set(ROWS) or set(FLAGS.benchmarks) - set(BENCHMARKS):
     raise app.UsageError(f'--only: subset of {ROWS}; --benchmarks: of '
                          f'{BENCHMARKS}')
-  environment = {
-      'cpu': machine.cpu_model(), 'cores': len(os.sched_getaffinity(0)),
-      'torch_threads': torch.get_num_threads(),
-      'torch_interop_threads': torch.get_num_interop_threads(),
-      'torch_channels_last': FLAGS.torch_channels_last,
-      'python': platform.python_version(), 'jax': jax.__version__,
-      'torch': torch.__version__, 'xla_flags': os.environ.get('XLA_FLAGS', ''),
-      'load_average': os.getloadavg(),
-      'date': time.strftime('%Y-%m-%d %H:%M:%S %Z')}
+  environment = machine.environment(
+      torch, torch_channels_last=FLAGS.torch_channels_last)
   print(f'CPU {environment["cpu"]}, {environment["cores"]} cores (XLA threads '
         f'follow the affinity mask); torch threads '
         f'{environment["torch_threads"]} (inter-op '

@@ -3,8 +3,10 @@
 import os
 import platform
 import subprocess
+import time
 
 from absl import flags
+import jax
 
 
 def define_threads_flag():
@@ -35,3 +37,16 @@ def cpu_model() -> str:
     if line.startswith('Model name'):
       return line.split(':', 1)[1].strip()
   return platform.processor()
+
+
+def environment(torch, **extra) -> dict:
+  """What a result was measured on and under: CPU, cores, versions, XLA
+  flags, torch's thread counts, the load average and the date, with `extra`."""
+  return {
+      'cpu': cpu_model(), 'cores': len(os.sched_getaffinity(0)),
+      'torch_threads': torch.get_num_threads(),
+      'torch_interop_threads': torch.get_num_interop_threads(),
+      'python': platform.python_version(), 'jax': jax.__version__,
+      'torch': torch.__version__, 'xla_flags': os.environ.get('XLA_FLAGS', ''),
+      'load_average': os.getloadavg(),
+      'date': time.strftime('%Y-%m-%d %H:%M:%S %Z'), **extra}
