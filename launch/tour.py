@@ -15,7 +15,6 @@ from absl import flags
 from absl import logging
 
 from launch import cli
-from lib import mesh as mesh_lib
 from lib import report
 from lib.errors import UserError
 
@@ -58,7 +57,6 @@ def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f'unexpected arguments: {argv[1:]}')
   logging.set_verbosity(logging.WARNING)
-  mesh_lib.initialize_distributed()
   names = _PROJECTS.value or cli.available_projects()
   unknown = sorted(set(names) - set(cli.available_projects()))
   if unknown:

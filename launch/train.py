@@ -14,7 +14,6 @@ from absl import flags
 from ml_collections import config_flags
 
 from launch import cli
-from lib import mesh as mesh_lib
 from lib.errors import UserError
 
 _CONFIG = config_flags.DEFINE_config_file(
@@ -30,7 +29,6 @@ def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f'unexpected arguments: {argv[1:]}')
   cli.log_our_progress()
-  mesh_lib.initialize_distributed()
   config = cli.load_config(_CONFIG)
   try:
     workdir = _WORKDIR.value

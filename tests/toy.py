@@ -1,13 +1,12 @@
 """A tiny classification experiment built straight from lib, for the library's own tests."""
 
 import jax
-import ml_collections
 import numpy as np
 
 from lib import classifier
-from lib import config as config_lib
 from lib import models
 from lib import trainer
+from tests.toy_config import toy_config  # noqa: F401  (re-exported)
 
 
 def toy_data(n: int = 256, dim: int = 12, classes: int = 3, seed: int = 0):
@@ -17,20 +16,6 @@ def toy_data(n: int = 256, dim: int = 12, classes: int = 3, seed: int = 0):
   label = rng.integers(0, classes, size=n).astype(np.int32)
   x = centres[label] + rng.normal(size=(n, dim))
   return {'input': x.astype(np.float32), 'label': label}
-
-
-def toy_config(**overrides) -> ml_collections.ConfigDict:
-  config = config_lib.base_config()
-  config.project = 'toy'
-  config.batch_size = 32
-  config.num_steps = 40
-  config.log_every = 5
-  config.eval_every = 10
-  config.checkpoint_every = 10
-  config.plots = False
-  config.optimizer.learning_rate = 1e-2
-  config.update(overrides)
-  return config
 
 
 def toy_experiment(batch_norm: bool = True, dropout: float = 0.1,
