@@ -12,6 +12,7 @@ inputs of the layers that read them, giving a smaller dense SeparableCNN (or
 low_rank_separable_cnn) whose parameters, FLOPs and bytes are real.
 """
 
+import functools
 from typing import Any, NamedTuple
 
 import flax.linen as nn
@@ -50,6 +51,7 @@ def _smallest(scores: jax.Array, count: int) -> jax.Array:
   return keep.reshape(scores.shape)
 
 
+@functools.partial(jax.jit, static_argnames=('sparsity', 'scope'))
 def magnitude_masks(params, sparsity: float, *, scope: str = 'global',
                     masks=None):
   """1/0 masks (ones for non-kernel leaves) pruning `sparsity` of the kernels.

@@ -36,7 +36,7 @@ IMAGE = jnp.zeros((1, 8, 8, 1))
 
 
 def _init(model, seed=0):
-  return model.init(jax.random.key(seed), IMAGE)
+  return jax.jit(model.init)(jax.random.key(seed), IMAGE)
 
 
 def _kernels(params):
@@ -193,12 +193,13 @@ def test_quantization_error_shrinks_with_bits():
   model = _student()
   variables = _init(model)
   images = digits['image'][:64]
-  logits = model.apply(variables, images)
+  apply = jax.jit(model.apply)
+  logits = apply(variables, images)
 
   def error(bits, per_channel=True):
     quantized = {**variables, 'params': quantization.fake_quantize(
         variables['params'], bits, per_channel)}
-    return float(jnp.abs(model.apply(quantized, images) - logits).max())
+    return float(jnp.abs(apply(quantized, images) - logits).max())
 
   scale = float(jnp.abs(logits).max())
   assert error(8) < 0.02 * scale
