@@ -1,5 +1,7 @@
 """Shapes, ranges and errors of the shared conv encoder and decoder."""
 
+import functools
+
 import chex
 import jax
 import jax.numpy as jnp
@@ -23,8 +25,8 @@ def test_decoder_then_encoder_shapes_and_ranges(size, channels, output, norm):
   decoder = generative.ConvDecoder(size, channels, width=4, norm=norm,
                                    output=output)
   z = jax.random.normal(jax.random.key(0), (3, 5))
-  variables = decoder.init(jax.random.key(1), z)
-  images = decoder.apply(variables, z)
+  variables = jax.jit(decoder.init)(jax.random.key(1), z)
+  images = jax.jit(decoder.apply)(variables, z)
   chex.assert_shape(images, (3, size, size, channels))
   chex.assert_tree_all_finite(images)
   if output == 'sigmoid':
@@ -32,15 +34,16 @@ def test_decoder_then_encoder_shapes_and_ranges(size, channels, output, norm):
   if output == 'tanh':
     assert -1.0 <= float(images.min()) and float(images.max()) <= 1.0
   encoder = generative.ConvEncoder(7, width=4, norm=norm)
-  encoder_variables = encoder.init(jax.random.key(2), images)
-  chex.assert_shape(encoder.apply(encoder_variables, images), (3, 7))
+  encoder_variables = jax.jit(encoder.init)(jax.random.key(2), images)
+  chex.assert_shape(jax.jit(encoder.apply)(encoder_variables, images), (3, 7))
 
 
 def test_batch_norm_decoder_updates_its_statistics_in_training():
   decoder = generative.ConvDecoder(8, width=4, norm='batch')
   z = jax.random.normal(jax.random.key(0), (6, 3))
-  variables = decoder.init(jax.random.key(1), z)
-  _, updated = decoder.apply(variables, z, train=True, mutable=['batch_stats'])
+  variables = jax.jit(decoder.init)(jax.random.key(1), z)
+  _, updated = jax.jit(functools.partial(
+      decoder.apply, train=True, mutable=['batch_stats']))(variables, z)
   before = jax.tree.leaves(variables['batch_stats'])
   after = jax.tree.leaves(updated['batch_stats'])
   assert any(not np.allclose(a, b) for a, b in zip(before, after))
