@@ -44,19 +44,20 @@ def test_values_and_gradients_match_lax(size, window, strides, padding):
 
   ours, reference = loss(conv.conv_general_dilated), loss(
       lax.conv_general_dilated)
-  chex.assert_trees_all_close(ours(x, kernel), reference(x, kernel),
+  chex.assert_trees_all_close(jax.jit(ours)(x, kernel),
+                              jax.jit(reference)(x, kernel),
                               rtol=1e-5, atol=1e-5)
   grads = jax.jit(jax.grad(ours, argnums=(0, 1)))(x, kernel)
-  chex.assert_trees_all_close(grads, jax.grad(reference, argnums=(0, 1))(
-      x, kernel), rtol=1e-4, atol=1e-4)
+  chex.assert_trees_all_close(grads, jax.jit(jax.grad(
+      reference, argnums=(0, 1)))(x, kernel), rtol=1e-4, atol=1e-4)
 
   # Second order (grad of a function of the gradient, as MAML takes).
   def outer(impl_loss):
     return lambda x, k: (jax.grad(impl_loss, argnums=1)(x, k) ** 2).sum()
 
   chex.assert_trees_all_close(
-      jax.grad(outer(ours), argnums=(0, 1))(x, kernel),
-      jax.grad(outer(reference), argnums=(0, 1))(x, kernel),
+      jax.jit(jax.grad(outer(ours), argnums=(0, 1)))(x, kernel),
+      jax.jit(jax.grad(outer(reference), argnums=(0, 1)))(x, kernel),
       rtol=1e-3, atol=1e-3)
 
 
@@ -83,18 +84,20 @@ def test_dilated_values_and_derivatives_match_lax(size, window, strides,
 
   ours, reference = loss(conv.conv_general_dilated), loss(
       lax.conv_general_dilated)
-  chex.assert_trees_all_close(ours(x, kernel), reference(x, kernel),
+  chex.assert_trees_all_close(jax.jit(ours)(x, kernel),
+                              jax.jit(reference)(x, kernel),
                               rtol=1e-5, atol=1e-5)
   chex.assert_trees_all_close(
       jax.jit(jax.grad(ours, argnums=(0, 1)))(x, kernel),
-      jax.grad(reference, argnums=(0, 1))(x, kernel), rtol=1e-4, atol=1e-4)
+      jax.jit(jax.grad(reference, argnums=(0, 1)))(x, kernel),
+      rtol=1e-4, atol=1e-4)
 
   def outer(impl_loss):
     return lambda x, k: (jax.grad(impl_loss)(x, k) ** 2).sum()
 
   chex.assert_trees_all_close(
-      jax.grad(outer(ours), argnums=(0, 1))(x, kernel),
-      jax.grad(outer(reference), argnums=(0, 1))(x, kernel),
+      jax.jit(jax.grad(outer(ours), argnums=(0, 1)))(x, kernel),
+      jax.jit(jax.grad(outer(reference), argnums=(0, 1)))(x, kernel),
       rtol=1e-3, atol=1e-3)
 
 
