@@ -175,15 +175,15 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
         target=0.1,  # the mean image's: 0.16 on the digits
         baseline='baseline/mean_fill_hidden_l1'))
   elif arg in ('flow', 'flow_mnist'):
+    digits = arg == 'flow'
     config.task = 'flow'
     config.steps_per_call = 1
-    config.data.name = 'digits' if arg == 'flow' else 'mnist'
-    config.flow.levels = 17 if arg == 'flow' else 256
+    config.data.name = 'digits' if digits else 'mnist'
+    config.flow.levels = 17 if digits else 256
     config.optimizer = _optimizer(1e-3)
     config.optimizer.update(b1=0.9, schedule='cosine', warmup_steps=100,
                             grad_clip_norm=100.0)
     # The digits' 1,438 training images overfit after about 1,000 steps.
-    digits = arg == 'flow'
     config.update(dict(batch_size=64, num_steps=1000 if digits else 4000,
                        log_every=100, eval_every=250 if digits else 1000,
                        checkpoint_every=1000))

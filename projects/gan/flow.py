@@ -55,8 +55,8 @@ def coupling_mask(kind: str, parity: int, shape) -> jnp.ndarray:
   if kind == 'checker':
     rows, cols = np.indices((h, w))
     keep = ((rows + cols) % 2 == parity)[..., None]
-    return jnp.asarray(np.broadcast_to(keep, (h, w, c)), jnp.float32)
-  keep = (np.arange(c) < c // 2) == (parity == 0)
+  else:
+    keep = (np.arange(c) < c // 2) == (parity == 0)
   return jnp.asarray(np.broadcast_to(keep, (h, w, c)), jnp.float32)
 
 
@@ -128,20 +128,20 @@ class RealNVP(nn.Module):
   def __call__(self, x, *, train: bool = False):
     del train  # no dropout or batch statistics
     logdet = jnp.zeros(x.shape[0])
+
+    def through(layers, x, logdet):
+      for layer in layers:
+        x, layer_logdet = layer(x)
+        logdet += layer_logdet
+      return x, logdet
+
     latents = []
     for checker, channel in zip(self.checker, self.channel):
-      for layer in checker:
-        x, ld = layer(x)
-        logdet += ld
-      x = squeeze(x)
-      for layer in channel:
-        x, ld = layer(x)
-        logdet += ld
+      x, logdet = through(checker, x, logdet)
+      x, logdet = through(channel, squeeze(x), logdet)
       x, out = jnp.split(x, 2, axis=-1)
       latents.append(out)
-    for layer in self.last:
-      x, ld = layer(x)
-      logdet += ld
+    x, logdet = through(self.last, x, logdet)
     latents.append(x)
     z = jnp.concatenate([v.reshape(v.shape[0], -1) for v in latents], -1)
     return z, logdet
