@@ -19,8 +19,8 @@ import ml_collections
 
 from lib import config as config_lib
 from lib.config import require
+from lib.data import domains
 from lib.errors import ConfigError
-from projects.domain_adaptation import domains
 
 VARIANTS = ('quick', 'mnist_usps', 'usps_mnist', 'mnist_mnistm')
 METHODS = ('source_only', 'dann', 'finetune', 'target_only')
@@ -36,18 +36,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   # on finetune.shots labelled target images per class), target_only (all
   # target labels: the upper bound).
   config.methods = ('source_only', 'dann', 'finetune', 'target_only')
-  config.data = ml_collections.ConfigDict(dict(
-      source='digits',  # see domains.py: digits, digits_m, mnist, mnist_m,
-      target='digits_m',  # usps, tfds:NAME, folder:PATH
-      image_size=16,  # both domains are resized to image_size x image_size
-      mnist_dir='../shared/data/mnist',
-      usps_path='../shared/data/usps/usps.h5',
-      tfds_dir='',  # '' = ~/tensorflow_datasets
-      test_fraction=0.2,  # digits and folders: held out as the test split
-      split_seed=0,
-      max_train_examples=0,  # 0 = all; per domain, a seeded subsample
-      max_test_examples=0,
-  ))
+  config.data = domains.config()  # lib/data/domains.py
   config.model = ml_collections.ConfigDict(dict(
       channels=(16, 32),  # Ganin et al.'s digit network has (32, 48)
       label_hidden=(100, 100), domain_hidden=(100,), batch_norm=True))
@@ -110,16 +99,7 @@ def validate(config: ml_collections.ConfigDict):
      :methods.index('finetune')],
           'config.methods: finetune starts from source_only\'s network, so '
           'source_only must come before it')
-  domains.check_name('source', config.data.source)
-  domains.check_name('target', config.data.target)
-  require(isinstance(config.data.image_size, int) and
-          config.data.image_size >= 4,
-          f'config.data.image_size={config.data.image_size!r} must be an '
-          'integer >= 4')
-  for name in ('max_train_examples', 'max_test_examples'):
-    value = config.data[name]
-    require(isinstance(value, int) and value >= 0,
-            f'config.data.{name}={value!r} must be an integer >= 0')
+  domains.validate(config.data)
   d = config.dann
   require(d.lambda_max >= 0, f'config.dann.lambda_max={d.lambda_max} must '
           'be >= 0')

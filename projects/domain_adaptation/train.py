@@ -15,9 +15,9 @@ import ml_collections
 
 from lib import loop
 from lib import mesh as mesh_lib
+from lib.data import domains
 from projects.domain_adaptation import config as config_lib
 from projects.domain_adaptation import dann
-from projects.domain_adaptation import domains
 from projects.domain_adaptation import features
 from projects.domain_adaptation import methods
 from projects.domain_adaptation import results

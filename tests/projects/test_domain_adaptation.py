@@ -16,11 +16,11 @@ from lib import metric_log
 from lib import optim
 from lib import steps
 from lib import train_state
+from lib.data import domains
 from lib.errors import ConfigError
 from lib.errors import DataError
 from projects.domain_adaptation import config as config_lib
 from projects.domain_adaptation import dann
-from projects.domain_adaptation import domains
 from projects.domain_adaptation import methods
 from projects.domain_adaptation import train
 

@@ -2,7 +2,8 @@
 
 Every loader returns {'train': {'image', 'label'}, 'test': {...}} with images
 float32 [N, H, W, C] in [0, 1], light digits on a dark background for the
-digit sets. `load_pair` brings two domains to one size and channel count.
+digit sets. `load_pair` brings two domains to one size and channel count. Shared by the
+projects that map one domain to another (domain adaptation, CycleGAN).
 
 Domain names (config.data.source / config.data.target):
   digits          scikit-learn's bundled 8x8 digits (offline)
@@ -21,6 +22,7 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
+from lib.config import require
 from lib.data import embedded
 from lib.data import mnist_files
 from lib.data import splits
@@ -38,6 +40,38 @@ def check_name(field: str, name: str):
                                 name.split(':', 1)[1]):
     raise ConfigError(f'data.{field}={name!r}: choose one of {NAMES} or '
                       "'tfds:NAME' or 'folder:PATH'")
+
+
+def config(source: str = 'digits', target: str = 'digits_m',
+           **overrides) -> ml_collections.ConfigDict:
+  """The `data` block of a source/target pair (`load_pair`'s fields)."""
+  fields = ml_collections.ConfigDict(dict(
+      source=source,  # digits, digits_m, mnist, mnist_m, usps, tfds:NAME,
+      target=target,  # folder:PATH
+      image_size=16,  # both domains are resized to image_size x image_size
+      mnist_dir='../shared/data/mnist',
+      usps_path='../shared/data/usps/usps.h5',
+      tfds_dir='',  # '' = ~/tensorflow_datasets
+      test_fraction=0.2,  # digits and folders: held out as the test split
+      split_seed=0,
+      max_train_examples=0,  # 0 = all; per domain, a seeded subsample
+      max_test_examples=0,
+  ))
+  fields.update(overrides)
+  return fields
+
+
+def validate(data: ml_collections.ConfigDict):
+  """ConfigError naming the first unusable field of a `config()` block."""
+  check_name('source', data.source)
+  check_name('target', data.target)
+  require(isinstance(data.image_size, int) and data.image_size >= 4,
+          f'config.data.image_size={data.image_size!r} must be an integer '
+          '>= 4')
+  for name in ('max_train_examples', 'max_test_examples'):
+    value = data[name]
+    require(isinstance(value, int) and value >= 0,
+            f'config.data.{name}={value!r} must be an integer >= 0')
 
 
 def random_textures(count: int, size: int, seed) -> np.ndarray:
