@@ -20,7 +20,7 @@ import jax.numpy as jnp
 from lib import conv
 from lib.errors import ConfigError
 
-NORMS = ('none', 'batch', 'layer')
+NORMS = ('none', 'batch', 'layer', 'instance')
 OUTPUTS = ('sigmoid', 'tanh', 'none')
 
 
@@ -48,6 +48,8 @@ def normalization(kind: str, train: bool):
     return nn.BatchNorm(use_running_average=not train, momentum=0.9)
   if kind == 'layer':
     return nn.LayerNorm()
+  if kind == 'instance':  # per image and channel (CycleGAN's)
+    return nn.InstanceNorm()
   if kind == 'none':
     return lambda x: x
   raise ConfigError(f'norm must be one of {NORMS}, got {kind!r}')

@@ -9,6 +9,8 @@
                   on random interpolates x_hat (WGAN-GP)
   hinge           D: E relu(1 - D(x)) + E relu(1 + D(G(z))); G: -E D(G(z))
                   (SNGAN's, with config.spectral_norm)
+  least_squares   D: E (D(x) - 1)^2 + E D(G(z))^2; G: E (D(G(z)) - 1)^2
+                  (LSGAN, Mao et al. 2017; CycleGAN's)
 With D(x) = sigmoid(score), log D = -softplus(-score), log(1 - D) = -softplus(score).
 """
 
@@ -17,7 +19,8 @@ from typing import Callable
 import jax
 import jax.numpy as jnp
 
-LOSSES = ('minimax', 'nonsaturating', 'wgan', 'wgan_gp', 'hinge')
+LOSSES = ('minimax', 'nonsaturating', 'wgan', 'wgan_gp', 'hinge',
+          'least_squares')
 WASSERSTEIN = ('wgan', 'wgan_gp')
 
 
@@ -30,6 +33,8 @@ def discriminator_loss(kind: str, real_scores, fake_scores) -> jax.Array:
   if kind == 'hinge':
     return (jnp.mean(jax.nn.relu(1.0 - real_scores)) +
             jnp.mean(jax.nn.relu(1.0 + fake_scores)))
+  if kind == 'least_squares':
+    return jnp.mean((real_scores - 1.0)**2) + jnp.mean(fake_scores**2)
   raise ValueError(f'unknown GAN loss {kind!r}; choose one of {LOSSES}')
 
 
@@ -40,6 +45,8 @@ def generator_loss(kind: str, fake_scores) -> jax.Array:
     return jnp.mean(jax.nn.softplus(-fake_scores))
   if kind in (*WASSERSTEIN, 'hinge'):
     return -jnp.mean(fake_scores)
+  if kind == 'least_squares':
+    return jnp.mean((fake_scores - 1.0)**2)
   raise ValueError(f'unknown GAN loss {kind!r}; choose one of {LOSSES}')
 
 

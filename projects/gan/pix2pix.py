@@ -48,7 +48,7 @@ from projects.gan import losses
 from projects.gan import quality
 
 MASKS = ('bottom_half', 'right_half')
-LOSSES = ('minimax', 'nonsaturating', 'hinge')  # no clipping or penalty here
+LOSSES = ('minimax', 'nonsaturating', 'hinge', 'least_squares')  # no clip, no GP
 # The lecture's three: L1 alone blurs, the GAN alone invents, both together.
 SETTINGS = {'l1_only': {'gan_weight': 0.0}, 'gan_only': {'l1_weight': 0.0},
             'l1_gan': {}}
@@ -122,7 +122,8 @@ class UNet(nn.Module):
 
 
 class PatchDiscriminator(nn.Module):
-  """(condition, image) -> one score per patch [N, S / 2**k, S / 2**k].
+  """(condition, image) -> one score per patch [N, S / 2**k, S / 2**k];
+  with condition None it scores the image alone (CycleGAN's discriminator).
 
   A 3x3 conv, then 4x4 stride-2 convs doubling the channels down to the
   encoder's smallest map, and a 3x3 conv to one score per position; each
@@ -137,7 +138,8 @@ class PatchDiscriminator(nn.Module):
     sn = lambda layer: generative.spectrally_normalized(
         layer, self.spectral_norm, train)
     leaky = lambda x: nn.leaky_relu(x, 0.2)
-    x = jnp.concatenate([condition, image], axis=-1)
+    x = image if condition is None else jnp.concatenate([condition, image],
+                                                        axis=-1)
     channels = generative.widths(self.width, x.shape[1])
     x = leaky(sn(conv.Conv(channels[0], (3, 3)))(x))
     for width in channels[1:]:
