@@ -9,6 +9,7 @@ numbers.
   kernel_inception_distance  unbiased MMD^2, cubic polynomial kernel (KID)
   inception_score    exp E_x KL(p(y|x) || p(y)) from class probabilities
   precision_recall   k-NN manifolds (Kynkaanniemi et al. 2019)
+  mode_coverage      modes covered and KL to uniform of a mode histogram
   mode_statistics    mode counting on a mixture of Gaussians
 """
 
@@ -143,6 +144,24 @@ def image_metrics(real_features: np.ndarray, real_probabilities: np.ndarray,
           'precision': precision, 'recall': recall}
 
 
+def mode_coverage(counts: np.ndarray,
+                  min_count: float = 1.0) -> tuple[float, float]:
+  """(modes covered, KL to uniform) of a mode histogram `counts` [K].
+
+  A mode is covered when it holds at least `min_count` samples (1: any sample,
+  as PacGAN counts). The KL divergence of the histogram to the uniform one is
+  in nats: 0 for a uniform histogram, log K when every sample sits on one mode
+  (and, by convention, when there are no samples).
+  """
+  counts = np.asarray(counts, np.float64)
+  num_modes, total = len(counts), counts.sum()
+  covered = float(np.sum(counts >= min_count))
+  if not total:
+    return covered, float(np.log(num_modes))
+  p = counts[counts > 0] / total
+  return covered, float(np.sum(p * np.log(p * num_modes)))
+
+
 def mode_statistics(samples: np.ndarray, centers: np.ndarray, std: float, *,
                     radius_stds: float = 3.0,
                     min_share: float = 0.25) -> dict[str, float]:
@@ -160,13 +179,9 @@ def mode_statistics(samples: np.ndarray, centers: np.ndarray, std: float, *,
   nearest = distances.argmin(1)
   good = distances.min(1) <= radius_stds * std
   num_modes = len(centers)
-  counts = np.bincount(nearest[good], minlength=num_modes)
-  covered = counts >= min_share * len(samples) / num_modes
-  histogram = counts / max(counts.sum(), 1)
-  nonzero = histogram > 0
-  kl = (float(np.sum(histogram[nonzero] * np.log(histogram[nonzero] *
-                                                 num_modes)))
-        if counts.sum() else float(np.log(num_modes)))
-  return {'modes_covered': float(covered.sum()),
+  covered, kl = mode_coverage(
+      np.bincount(nearest[good], minlength=num_modes),
+      min_share * len(samples) / num_modes)
+  return {'modes_covered': covered,
           'high_quality_fraction': float(good.mean()),
           'kl_to_uniform': kl}

@@ -3,6 +3,9 @@
   ring     8 Gaussians on a circle of radius 2 (the mode-collapse picture)
   grid     25 Gaussians on a 5x5 grid with spacing 2
   digits / mnist / cifar10 / tfds   images through lib.data.images
+  stacked_mnist / stacked_digits   three independently drawn training digits
+           as the R, G, B channels (Stacked MNIST, as in VEEGAN and PacGAN):
+           1,000 modes, mode 100 d1 + 10 d2 + d3
   folder   every PNG/JPEG under `data.folder` (e.g. the homework's anime
            faces), resized to `data.image_size` (no labels)
 Images are scaled to [-1, 1] for a tanh generator. Each step's real batch is
@@ -20,7 +23,9 @@ from lib import errors
 from lib.data import images as images_lib
 
 MIXTURES = ('ring', 'grid')
-IMAGE_SETS = (*images_lib.DATASETS, 'folder')
+STACKED = ('stacked_mnist', 'stacked_digits')
+IMAGE_SETS = (*images_lib.DATASETS, 'folder', *STACKED)
+STACK = 3  # digits per stacked image, one per channel
 _EXTENSIONS = ('.png', '.jpg', '.jpeg')
 
 
@@ -32,6 +37,37 @@ class Problem(NamedTuple):
   centers: np.ndarray | None  # mixture modes [K, 2]
   std: float
   images: images_lib.ImageData | None  # [0, 1] splits for the classifier
+  stacked: bool = False  # train holds single digits, stacked per batch;
+  # num_classes counts the stacked modes (10^3)
+
+
+def base_image_set(name: str) -> str:
+  """The single-digit data set under a stacked one (stacked_mnist -> mnist)."""
+  return name.removeprefix('stacked_')
+
+
+def stacked_modes(digits: np.ndarray, num_classes: int) -> np.ndarray:
+  """The mode of stacked digits [..., STACK]: the digits read as a base
+  `num_classes` number (100 d1 + 10 d2 + d3 for ten classes)."""
+  return digits @ num_classes ** np.arange(STACK - 1, -1, -1)
+
+
+def stack_digits(split: dict[str, np.ndarray], index: np.ndarray,
+                 num_classes: int) -> tuple[np.ndarray, np.ndarray]:
+  """The single-channel images [N, H, W, 1] of `split` picked by `index`
+  [..., STACK] as the channels of images [..., H, W, STACK], and their modes."""
+  stacked = np.moveaxis(split['image'][index][..., 0], -3, -1)
+  return stacked, stacked_modes(split['label'][index], num_classes)
+
+
+def stacked_test(problem: Problem, num: int,
+                 seed: int) -> tuple[np.ndarray, np.ndarray]:
+  """`num` stacked test images in [0, 1] (triplets drawn with `seed`) and
+  their true modes: the reference a generator's modes are scored against."""
+  test = problem.images.test
+  index = np.random.default_rng(seed).integers(0, len(test['label']),
+                                               (num, STACK))
+  return stack_digits(test, index, problem.images.num_classes)
 
 
 def mixture_centers(name: str) -> np.ndarray:
@@ -82,10 +118,14 @@ def load_problem(config: ml_collections.ConfigDict) -> Problem:
   if data.name == 'folder':
     train = load_image_folder(data.folder, data.image_size)
     return Problem(train.shape[1:], 0, 2 * train - 1, None, None, 0.0, None)
-  images = images_lib.load_images(data)
+  stacked = data.name in STACKED
+  images = images_lib.load_images(ml_collections.ConfigDict(
+      {**data.to_dict(), 'name': base_image_set(data.name)}))
   train = images.train['image']
-  return Problem(train.shape[1:], images.num_classes, 2 * train - 1,
-                 images.train['label'], None, 0.0, images)
+  sample_shape = (*train.shape[1:-1], STACK) if stacked else train.shape[1:]
+  num_classes = images.num_classes ** STACK if stacked else images.num_classes
+  return Problem(sample_shape, num_classes, 2 * train - 1,
+                 images.train['label'], None, 0.0, images, stacked)
 
 
 def real_batch(config: ml_collections.ConfigDict, problem: Problem,
@@ -95,6 +135,12 @@ def real_batch(config: ml_collections.ConfigDict, problem: Problem,
   shape = (config.n_critic, config.batch_size // jax.process_count())
   if problem.centers is not None:
     return {'real': sample_mixture(rng, problem.centers, problem.std, shape)}
+  if problem.stacked:
+    index = rng.integers(0, len(problem.train), (*shape, STACK))
+    real, _ = stack_digits({'image': problem.train,
+                            'label': problem.train_labels}, index,
+                           problem.images.num_classes)
+    return {'real': real}
   index = rng.integers(0, len(problem.train), shape)
   batch = {'real': problem.train[index]}
   if config.conditional:

@@ -7,6 +7,9 @@ average. `GAN.step(state, batch)` takes `n_critic` discriminator updates (a
 `lax.scan` over the batch's leading axis, one real batch each), then one
 generator update, then the EMA update, on a batch
 {'real': [n_critic, B, ...], 'label': [n_critic, B] (conditional only)}.
+With `pack` > 1 the discriminator scores packs (PacGAN, Lin et al. 2018):
+`pack` real or `pack` fake samples concatenated along the channel axis, so
+B / pack scores per side.
 `make_step` jits a chunk of such steps (one call per loop step, so cheap
 steps are not dominated by dispatch), split over the mesh's 'data' axis
 along B.
@@ -51,6 +54,16 @@ class GANState:
   key: jax.Array
 
 
+def pack_samples(x: jax.Array, pack: int) -> jax.Array:
+  """[B, ..., C] -> [B / pack, ..., pack * C]: each `pack` consecutive
+  samples concatenated along the last (channel) axis."""
+  if pack == 1:
+    return x
+  grouped = x.reshape(x.shape[0] // pack, pack, *x.shape[1:])
+  grouped = jnp.moveaxis(grouped, 1, -2)  # [B / pack, ..., pack, C]
+  return grouped.reshape(*grouped.shape[:-2], -1)
+
+
 def apply(model, params, collections, *args, train: bool):
   """(outputs, collections): updated in training, unchanged otherwise."""
   variables = {'params': params, **collections}
@@ -75,6 +88,7 @@ class GAN:
   gp_weight: float = 10.0
   clip_value: float = 0.01
   ema_decay: float = 0.999
+  pack: int = 1  # samples per discriminator input (PacGAN)
 
   def init(self, key) -> GANState:
     g_key, d_key, state_key = jax.random.split(key, 3)
@@ -82,7 +96,8 @@ class GAN:
     g_vars = dict(self.generator.init(
         g_key, jnp.zeros((1, self.latent_dim)), labels))
     d_vars = dict(self.discriminator.init(
-        d_key, jnp.zeros((1, *self.sample_shape)), labels))
+        d_key, pack_samples(jnp.zeros((self.pack, *self.sample_shape)),
+                            self.pack), labels))
     g_params, d_params = g_vars.pop('params'), d_vars.pop('params')
     return GANState(
         step=jnp.zeros((), jnp.int32), g_params=g_params, d_params=d_params,
@@ -105,8 +120,9 @@ class GAN:
     """One critic step on a real batch and a fresh fake one."""
     z_key, gp_key = jax.random.split(key)
     z = shard(jax.random.normal(z_key, (len(real), self.latent_dim)))
-    fake = jax.lax.stop_gradient(self.generate(state.g_params, state.g_state,
-                                               z, labels))
+    fake = pack_samples(jax.lax.stop_gradient(self.generate(
+        state.g_params, state.g_state, z, labels)), self.pack)
+    real = pack_samples(real, self.pack)
     both_labels = None if labels is None else jnp.concatenate([labels, labels])
 
     def loss_fn(d_params):
@@ -145,7 +161,7 @@ class GAN:
       fake, g_state = apply(self.generator, g_params, state.g_state, z,
                             labels, train=True)
       scores, _ = apply(self.discriminator, state.d_params, state.d_state,
-                        fake, labels, train=False)
+                        pack_samples(fake, self.pack), labels, train=False)
       return losses.generator_loss(self.loss, scores), g_state
 
     (g_loss, g_state), grads = jax.value_and_grad(

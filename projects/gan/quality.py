@@ -5,6 +5,8 @@ The feature network is a small CNN the run trains on the real training
 images (WORKDIR/classifier); its pooled last feature map gives FID, KID and
 precision/recall features and its softmax the Inception Score. The same
 network scores the real test images: the reference for every generated score.
+On stacked digits (Stacked MNIST) it reads each channel as a digit, and the
+three digits give the mode that PacGAN's mode counting counts.
 """
 
 import jax
@@ -80,6 +82,26 @@ def image_metrics(fake01: np.ndarray, real01: np.ndarray, feature_fn, *,
                                          fake_features, fake_probs, k=k)
   if labels is not None:
     metrics['label_accuracy'] = float(np.mean(fake_probs.argmax(1) == labels))
+  return metrics
+
+
+def stacked_mode_metrics(images01: np.ndarray, feature_fn,
+                         modes: np.ndarray | None = None) -> dict:
+  """Mode counting on stacked images [N, H, W, STACK] in [0, 1], as PacGAN:
+  each channel classified as a digit, the digits read as the mode; modes
+  covered (any sample) and the mode histogram's KL to uniform (nats). With
+  the true `modes`, how often the classifier reads them."""
+  n, h, w, stack = images01.shape
+  _, probs = feature_fn(np.moveaxis(images01, -1, 1).reshape(n * stack, h, w,
+                                                             1))
+  num_classes = probs.shape[1]
+  found = data_lib.stacked_modes(probs.argmax(1).reshape(n, stack),
+                                 num_classes)
+  covered, kl = sample_quality.mode_coverage(
+      np.bincount(found, minlength=num_classes**stack))
+  metrics = {'modes_covered': covered, 'mode_kl': kl}
+  if modes is not None:
+    metrics['mode_accuracy'] = float(np.mean(found == modes))
   return metrics
 
 

@@ -5,7 +5,8 @@ the feature classifier in WORKDIR/classifier, then runs the GAN as a
 `lib.loop.Task` in WORKDIR: each loop step draws the real batches of
 `steps_per_call` GAN steps and runs them in one jitted call (each GAN step:
 n_critic discriminator updates, one generator update, the EMA); the loop's
-step (and so the metrics' step) counts these calls. Evaluations score the EMA generator (mode counting on mixtures;
+step (and so the metrics' step) counts these calls. Evaluations score the EMA
+generator (mode counting on mixtures and stacked digits;
 FID/KID/IS/precision/recall against the real test images) and save a picture
 per evaluation in WORKDIR/samples/; the end adds the final samples, a latent
 interpolation and both players' curves. With config.task='pix2pix' the task
@@ -46,13 +47,16 @@ def build_gan(config: ml_collections.ConfigDict,
       sample_shape=tuple(problem.sample_shape),
       num_classes=problem.num_classes if config.conditional else 0,
       n_critic=config.n_critic, gp_weight=config.gp_weight,
-      clip_value=config.clip_value, ema_decay=config.ema_decay)
+      clip_value=config.clip_value, ema_decay=config.ema_decay,
+      pack=config.pack)
 
 
 def classifier_config(config: ml_collections.ConfigDict):
-  """The feature classifier's config: a small CNN on the same data."""
-  c = image_classifier.config(config.data.name, 'small_cnn')
-  c.data = ml_collections.ConfigDict(config.data.to_dict())
+  """The feature classifier's config: a small CNN on the same data (the
+  single digits of stacked data)."""
+  name = data_lib.base_image_set(config.data.name)
+  c = image_classifier.config(name, 'small_cnn')
+  c.data = ml_collections.ConfigDict({**config.data.to_dict(), 'name': name})
   c.update(project='gan_classifier', seed=config.seed,
            num_devices=config.num_devices,
            batch_size=config.classifier.batch_size,
@@ -61,6 +65,7 @@ def classifier_config(config: ml_collections.ConfigDict):
            eval_every=config.classifier.num_steps, checkpoint_every=0,
            plots=False)
   c.optimizer.learning_rate = config.classifier.learning_rate
+  c.model.channels = tuple(config.classifier.channels)
   return c
 
 
@@ -89,7 +94,7 @@ def make_task(config: ml_collections.ConfigDict, problem: data_lib.Problem,
   sampler = gan_lib.make_sampler(gan, mesh)
   ev = config.eval
   labels = quality.evaluation_labels(ev.num_samples, gan.num_classes)
-  real_test = (None if problem.images is None else
+  real_test = (None if problem.images is None or problem.stacked else
                problem.images.test['image'][:ev.num_samples])
   # Every process draws the (sharded) samples; only the chief writes them.
   drawing = bool(workdir) and config.plots
@@ -109,6 +114,8 @@ def make_task(config: ml_collections.ConfigDict, problem: data_lib.Problem,
       return quality.mixture_metrics(samples, problem)
     if feature_fn is None:
       return {}
+    if problem.stacked:
+      return quality.stacked_mode_metrics((samples + 1) / 2, feature_fn)
     return quality.image_metrics((samples + 1) / 2, real_test, feature_fn,
                                  k=ev.k, labels=labels)
 
@@ -161,6 +168,12 @@ def make_task(config: ml_collections.ConfigDict, problem: data_lib.Problem,
 
   init = gan_lib.make_init(gan, config.seed, mesh)
   baselines = {f'baseline/init_{k}': v for k, v in score(init()).items()}
+  if problem.stacked and feature_fn is not None:
+    real, modes = data_lib.stacked_test(problem, ev.num_samples,
+                                        config.seed + 3)
+    baselines.update({f'baseline/real_{k}': v for k, v in
+                      quality.stacked_mode_metrics(real, feature_fn,
+                                                   modes).items()})
   return loop.Task(init=init, step=step,
                    num_steps=config.num_steps // config.steps_per_call,
                    evaluate=evaluate, report=report, baselines=baselines,

@@ -83,3 +83,16 @@ def test_mode_statistics_count_covered_modes():
   assert stats['kl_to_uniform'] == pytest.approx(np.log(8))
   stats = sq.mode_statistics(np.zeros((800, 2)), centers, 0.02)
   assert stats['modes_covered'] == 0 and stats['high_quality_fraction'] == 0
+
+
+def test_mode_coverage_known_answers():
+  one_mode = np.zeros(1000)
+  one_mode[7] = 26000
+  covered, kl = sq.mode_coverage(one_mode)
+  assert covered == 1 and kl == pytest.approx(np.log(1000))
+  covered, kl = sq.mode_coverage(np.full(1000, 26))
+  assert covered == 1000 and kl == pytest.approx(0.0, abs=1e-12)
+  half = np.repeat([2.0, 0.0], 500)  # uniform over half the modes: KL log 2
+  assert sq.mode_coverage(half) == pytest.approx((500, np.log(2)))
+  assert sq.mode_coverage(half, min_count=3) == (0, pytest.approx(np.log(2)))
+  assert sq.mode_coverage(np.zeros(8)) == (0, pytest.approx(np.log(8)))
