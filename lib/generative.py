@@ -55,6 +55,12 @@ def normalization(kind: str, train: bool):
   raise ConfigError(f'norm must be one of {NORMS}, got {kind!r}')
 
 
+def bias_before(norm: str) -> bool:
+  """Whether a layer before a norm of `norm` kind needs a bias: batch and
+  instance norm subtract the mean, and with it any bias."""
+  return norm not in ('batch', 'instance')
+
+
 def upsample2x(x: jax.Array) -> jax.Array:
   """Nearest-neighbour 2x upsampling (resize-then-convolve avoids the
   checkerboard artefacts of strided transposed convolutions)."""
@@ -84,7 +90,7 @@ class ConvDecoder(nn.Module):
     x = x.reshape((z.shape[0], start, start, channels[0]))
     x = self.activation(normalization(self.norm, train)(x))
     for width in channels[1:]:
-      x = conv.Conv(width, (3, 3), use_bias=self.norm != 'batch')(
+      x = conv.Conv(width, (3, 3), use_bias=bias_before(self.norm))(
           upsample2x(x))
       x = self.activation(normalization(self.norm, train)(x))
     x = conv.Conv(self.image_channels, (3, 3))(x)
@@ -128,6 +134,6 @@ class ConvEncoder(nn.Module):
     x = self.activation(x)
     for width in channels[1:]:
       x = sn(conv.Conv(width, (4, 4), strides=(2, 2),
-                       use_bias=self.norm != 'batch'))(x)
+                       use_bias=bias_before(self.norm)))(x)
       x = self.activation(normalization(self.norm, train)(x))
     return sn(nn.Dense(self.num_outputs))(x.reshape((x.shape[0], -1)))

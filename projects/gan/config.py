@@ -26,10 +26,28 @@ Variants (`--config=projects/gan/config.py:VARIANT`):
   flow                a RealNVP flow (flow.py) on the digits (17 grey levels,
                       offline), scored in bits per dimension.
   flow_mnist          RealNVP on MNIST (`data.mnist_dir`, 256 levels).
+  cycle               CycleGAN (cycle.py): scikit-learn's digits <-> the
+                      other half of them on dark colour textures (digits_m,
+                      offline), 16x16, scored by CyCADA's protocol.
+  cycle_mnist_usps    CycleGAN MNIST <-> USPS (`data.mnist_dir`,
+                      `data.usps_path`), 16x16, 10k training images each.
 Fields beyond lib.config.base_config():
   task          sample (a GAN that samples images or points) | pix2pix
                 (paired image completion, pix2pix.py) | flow (RealNVP,
-                exact likelihood, flow.py).
+                exact likelihood, flow.py) | cycle (CycleGAN, unpaired
+                translation, cycle.py).
+  cycle         cycle_weight: of the cycle-consistency L1 (the paper's 10);
+                identity_weight: of the identity L1, times cycle_weight
+                (the paper's 0.5; 0 turns it off); num_blocks: residual
+                blocks in each generator. A CycleGAN's `data` is
+                lib.data.domains' source/target block (source, target,
+                image_size, ...); it takes loss least_squares | minimax |
+                nonsaturating | hinge, n_critic 1, steps_per_call 1, pack 1,
+                no conditional or ema_decay; model.width, g_norm and d_norm
+                for both generators and both discriminators; config.classifier
+                for the source-only, target-only and translated classifiers
+                (the first two in classifier.workdir, default
+                WORKDIR/classifiers).
   flow          levels: the images' grey levels (digits 17, mnist and
                 cifar10 256); alpha: the logit transform's margin;
                 num_scales, hidden, num_blocks: the coupling layout and
@@ -46,7 +64,8 @@ Fields beyond lib.config.base_config():
                 (it scores the raw generator), model.width and g_norm /
                 d_norm for both players, and scores the whole test split
                 in batches of eval.batch_size.
-  loss          minimax | nonsaturating | wgan | wgan_gp | hinge (losses.py).
+  loss          minimax | nonsaturating | wgan | wgan_gp | hinge |
+                least_squares (losses.py).
   spectral_norm spectrally normalize the discriminator (SNGAN: with hinge).
   n_critic      discriminator updates per generator update.
   gp_weight     WGAN-GP's penalty weight; clip_value WGAN's weight clip.
@@ -82,15 +101,18 @@ from lib import config as config_lib
 from lib import generative
 from lib.config import require
 from lib.config import require_choice
+from lib.data import domains
 from lib.data import images as images_lib
+from projects.gan import cycle
 from projects.gan import data as data_lib
 from projects.gan import losses
 from projects.gan import pix2pix
 
 VARIANTS = ('quick', 'grid', 'digits', 'digits_conditional', 'mnist',
             'cifar10', 'folder', 'stacked_mnist', 'stacked_digits', 'pix2pix',
-            'pix2pix_mnist', 'flow', 'flow_mnist')
-TASKS = ('sample', 'pix2pix', 'flow')
+            'pix2pix_mnist', 'flow', 'flow_mnist', 'cycle',
+            'cycle_mnist_usps')
+TASKS = ('sample', 'pix2pix', 'flow', 'cycle')
 DATASETS = (*data_lib.MIXTURES, *data_lib.IMAGE_SETS)
 
 
@@ -119,6 +141,8 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   config.steps_per_call = 50  # 1 for images, where compute dominates
   config.pix2pix = ml_collections.ConfigDict(dict(
       mask='bottom_half', l1_weight=100.0, gan_weight=1.0))
+  config.cycle = ml_collections.ConfigDict(dict(
+      cycle_weight=10.0, identity_weight=0.5, num_blocks=3))
   config.flow = ml_collections.ConfigDict(dict(
       levels=256, alpha=0.05, num_scales=3, hidden=32, num_blocks=1,
       temperature=0.7))
@@ -217,6 +241,30 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
         # independent pixels' 1.69.
         target=2.1 if digits else 1.6,
         baseline='baseline/pixel_histogram_bits_per_dim'))
+  elif arg in ('cycle', 'cycle_mnist_usps'):
+    digits = arg == 'cycle'
+    config.task = 'cycle'
+    config.data = domains.config(*(('digits', 'digits_m') if digits else
+                                   ('mnist', 'usps')))
+    if not digits:  # as domain_adaptation's mnist_usps
+      config.data.update(max_train_examples=10000, max_test_examples=2000)
+    config.loss = 'least_squares'
+    config.steps_per_call = 1
+    config.ema_decay = 0.0
+    config.model.update(width=16 if digits else 32, g_norm='instance',
+                        d_norm='instance')
+    config.cycle.num_blocks = 2 if digits else 3
+    config.optimizer = _optimizer(2e-4)  # the paper's Adam
+    config.d_optimizer = _optimizer(2e-4)
+    config.classifier.num_steps = 300 if digits else 1000
+    config.update(dict(batch_size=32, num_steps=400 if digits else 4000,
+                       log_every=50 if digits else 100,
+                       eval_every=200 if digits else 1000,
+                       checkpoint_every=400 if digits else 1000))
+    config.tour.update(dict(
+        metric='test/translated_accuracy', mode='max',
+        target=0.3 if digits else 0.95,
+        baseline='baseline/source_only_accuracy'))
   return config
 
 
@@ -224,7 +272,10 @@ def validate(config: ml_collections.ConfigDict):
   """ConfigError naming the first unusable field of the GAN config."""
   config_lib.validate(config)
   require_choice(config.task, 'task', TASKS)
-  require_choice(config.data.name, 'data.name', DATASETS)
+  if config.task == 'cycle':
+    domains.validate(config.data)  # a source/target pair
+  else:
+    validate_data(config)
   require_choice(config.loss, 'loss', losses.LOSSES)
   require_choice(config.model.g_norm, 'model.g_norm', generative.NORMS)
   require_choice(config.model.d_norm, 'model.d_norm', generative.NORMS)
@@ -250,20 +301,6 @@ def validate(config: ml_collections.ConfigDict):
           'be >= 0')
   require(config.clip_value > 0, f'config.clip_value={config.clip_value} '
           'must be > 0')
-  require(config.data.name not in data_lib.MIXTURES or config.data.std > 0,
-          f'config.data.std={config.data.std} must be > 0')
-  require(config.data.name != 'folder' or config.data.image_size > 0,
-          'config.data.image_size must be > 0 for data.name=folder')
-  require(not config.conditional or config.data.name not in (
-      *data_lib.MIXTURES, 'folder', *data_lib.STACKED),
-          'config.conditional=True needs labelled images (digits, mnist, '
-          f'cifar10, tfds), not data.name={config.data.name!r}')
-  require(config.pack == 1 or not config.conditional,
-          f'config.pack={config.pack} packs unlabelled samples: it takes '
-          'config.conditional=False')
-  require(config.data.name not in data_lib.STACKED or config.task == 'sample',
-          f'config.data.name={config.data.name!r} is scored by its modes: it '
-          f"takes config.task='sample', not {config.task!r}")
   require(not (config.loss == 'wgan_gp' and config.model.d_norm == 'batch'),
           "config.loss='wgan_gp' penalizes per-example gradients: use "
           "config.model.d_norm='none' or 'layer', not 'batch'")
@@ -278,6 +315,8 @@ def validate(config: ml_collections.ConfigDict):
     validate_pix2pix(config)
   if config.task == 'flow':
     validate_flow(config)
+  if config.task == 'cycle':
+    validate_cycle(config)
   num_devices = config.num_devices or jax.device_count()
   for name, value in (('batch_size', config.batch_size),
                       ('eval.batch_size', config.eval.batch_size)):
@@ -287,6 +326,25 @@ def validate(config: ml_collections.ConfigDict):
           f'config.batch_size={config.batch_size} must be a multiple of '
           f'config.pack={config.pack} times the number of devices '
           f'({num_devices}), so that each device packs whole packs')
+
+
+def validate_data(config: ml_collections.ConfigDict):
+  """The data of the tasks that read one data set (config.data.name)."""
+  require_choice(config.data.name, 'data.name', DATASETS)
+  require(config.data.name not in data_lib.MIXTURES or config.data.std > 0,
+          f'config.data.std={config.data.std} must be > 0')
+  require(config.data.name != 'folder' or config.data.image_size > 0,
+          'config.data.image_size must be > 0 for data.name=folder')
+  require(not config.conditional or config.data.name not in (
+      *data_lib.MIXTURES, 'folder', *data_lib.STACKED),
+          'config.conditional=True needs labelled images (digits, mnist, '
+          f'cifar10, tfds), not data.name={config.data.name!r}')
+  require(config.pack == 1 or not config.conditional,
+          f'config.pack={config.pack} packs unlabelled samples: it takes '
+          'config.conditional=False')
+  require(config.data.name not in data_lib.STACKED or config.task == 'sample',
+          f'config.data.name={config.data.name!r} is scored by its modes: it '
+          f"takes config.task='sample', not {config.task!r}")
 
 
 def validate_pix2pix(config: ml_collections.ConfigDict):
@@ -301,10 +359,25 @@ def validate_pix2pix(config: ml_collections.ConfigDict):
           "config.task='pix2pix' completes labelled images (digits, mnist, "
           f'cifar10, tfds), not data.name={config.data.name!r}')
   require_choice(config.loss, 'loss (pix2pix)', pix2pix.LOSSES)
+  _require_one_step_players(config)
+
+
+def _require_one_step_players(config: ml_collections.ConfigDict):
+  """pix2pix and CycleGAN: one update of each player a step, raw weights."""
   for name, value in (('n_critic', 1), ('steps_per_call', 1),
                       ('conditional', False), ('ema_decay', 0.0), ('pack', 1)):
-    require(config[name] == value, f"config.task='pix2pix' takes "
+    require(config[name] == value, f'config.task={config.task!r} takes '
             f'config.{name}={value!r}, not {config[name]!r}')
+
+
+def validate_cycle(config: ml_collections.ConfigDict):
+  c = config.cycle
+  for name in ('cycle_weight', 'identity_weight'):
+    require(c[name] >= 0, f'config.cycle.{name}={c[name]} must be >= 0')
+  require(isinstance(c.num_blocks, int) and c.num_blocks >= 0,
+          f'config.cycle.num_blocks={c.num_blocks!r} must be an integer >= 0')
+  require_choice(config.loss, 'loss (cycle)', cycle.LOSSES)
+  _require_one_step_players(config)
 
 
 def validate_flow(config: ml_collections.ConfigDict):

@@ -42,12 +42,10 @@ import optax
 
 from lib import conv
 from lib import generative
-from lib import image_classifier
 from lib import loop
 from lib import mesh as mesh_lib
 from lib import metric_log
 from lib import predict
-from lib import trainer
 from lib.data import domains
 from lib.data import images as images_lib
 from lib.data import splits
@@ -72,7 +70,7 @@ class ResnetGenerator(nn.Module):
   @nn.compact
   def __call__(self, x, *, train: bool = False):
     def conv_norm(x, width, **conv_args):
-      x = conv.Conv(width, use_bias=self.norm != 'batch', **conv_args)(x)
+      x = conv.Conv(width, use_bias=generative.bias_before(self.norm), **conv_args)(x)
       return generative.normalization(self.norm, train)(x)
 
     channels = generative.widths(self.width, x.shape[1])[:3]
@@ -233,35 +231,14 @@ def real_batch(config: ml_collections.ConfigDict, source: dict, target: dict,
                                ('y', target['train']['image']))}
 
 
-def classifier_config(config: ml_collections.ConfigDict,
-                      num_examples: int) -> ml_collections.ConfigDict:
-  """A small CNN's config (config.classifier's steps, batch and rate)."""
-  c = image_classifier.config('digits', 'small_cnn')
-  c.update(project='cycle_classifier', seed=config.seed,
-           num_devices=config.num_devices,
-           batch_size=min(config.classifier.batch_size, num_examples),
-           num_steps=config.classifier.num_steps,
-           log_every=config.classifier.num_steps,
-           eval_every=config.classifier.num_steps, checkpoint_every=0,
-           plots=False)
-  c.optimizer.learning_rate = config.classifier.learning_rate
-  return c
-
-
-def train_classifier(config, train: dict, test: dict, workdir: str):
-  """(feature function, test accuracy) of a small CNN trained on `train`
-  (10% held out for validation) and tested on `test`; a finished one in
-  `workdir` is restored, not retrained."""
+def train_classifier(config: ml_collections.ConfigDict, train: dict,
+                     test: dict, workdir: str):
+  """(feature function, test accuracy) of config.classifier's small CNN
+  trained on `train` (10% held out for validation), tested on `test`."""
   train, val = splits.split_fraction(train, 0.1, config.seed)
-  data = images_lib.ImageData(train, val, test, 10,
-                              tuple(str(d) for d in range(10)))
-  c = classifier_config(config, len(train['label']))
-  experiment = image_classifier.build(c, data)
-  result = trainer.train_and_evaluate(c, workdir, experiment)
-  classifier = image_classifier.Classifier(
-      experiment.model, result.state.params, result.state.model_state)
-  return (quality.classifier_features(classifier, config.eval.batch_size),
-          result.metrics['test/accuracy'])
+  images = images_lib.ImageData(train, val, test, 10,
+                                tuple(str(d) for d in range(10)))
+  return quality.train_classifier(config, images, workdir, config.data)
 
 
 def accuracy(feature_fn, images01: np.ndarray, labels: np.ndarray) -> float:

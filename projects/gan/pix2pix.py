@@ -102,7 +102,7 @@ class UNet(nn.Module):
   @nn.compact
   def __call__(self, x, *, train: bool = False):
     def block(x, width, activation, **conv_args):
-      x = conv.Conv(width, use_bias=self.norm != 'batch', **conv_args)(x)
+      x = conv.Conv(width, use_bias=generative.bias_before(self.norm), **conv_args)(x)
       return activation(generative.normalization(self.norm, train)(x))
 
     leaky = lambda x: nn.leaky_relu(x, 0.2)
@@ -144,7 +144,7 @@ class PatchDiscriminator(nn.Module):
     x = leaky(sn(conv.Conv(channels[0], (3, 3)))(x))
     for width in channels[1:]:
       x = sn(conv.Conv(width, (4, 4), strides=(2, 2),
-                       use_bias=self.norm != 'batch'))(x)
+                       use_bias=generative.bias_before(self.norm)))(x)
       x = leaky(generative.normalization(self.norm, train)(x))
     return sn(conv.Conv(1, (3, 3)))(x)[..., 0]
 

@@ -11,9 +11,13 @@ three digits give the mode that PacGAN's mode counting counts.
 
 import jax
 import jax.numpy as jnp
+import ml_collections
 import numpy as np
 
+from lib import image_classifier
 from lib import plots
+from lib import trainer
+from lib.data import images as images_lib
 from lib.metrics import sample_quality
 from projects.gan import data as data_lib
 
@@ -70,6 +74,38 @@ def classifier_features(classifier, batch_size: int):
                  for j in range(2))
 
   return feature_fn
+
+
+def classifier_config(config: ml_collections.ConfigDict,
+                      data: ml_collections.ConfigDict):
+  """A small CNN's config from config.classifier (steps, batch, learning
+  rate, channels); `data` records where its images come from."""
+  c = image_classifier.config(model_name='small_cnn')
+  c.data = ml_collections.ConfigDict(data.to_dict())
+  c.update(project='gan_classifier', seed=config.seed,
+           num_devices=config.num_devices,
+           batch_size=config.classifier.batch_size,
+           num_steps=config.classifier.num_steps,
+           log_every=config.classifier.num_steps,
+           eval_every=config.classifier.num_steps, checkpoint_every=0,
+           plots=False)
+  c.optimizer.learning_rate = config.classifier.learning_rate
+  c.model.channels = tuple(config.classifier.channels)
+  return c
+
+
+def train_classifier(config: ml_collections.ConfigDict,
+                     images: images_lib.ImageData, workdir: str,
+                     data: ml_collections.ConfigDict):
+  """(feature function, test accuracy) of a small CNN trained on `images`
+  in `workdir` (a finished one is restored, not retrained)."""
+  c = classifier_config(config, data)
+  experiment = image_classifier.build(c, images)
+  result = trainer.train_and_evaluate(c, workdir, experiment)
+  classifier = image_classifier.Classifier(
+      experiment.model, result.state.params, result.state.model_state)
+  return (classifier_features(classifier, config.eval.batch_size),
+          result.metrics['test/accuracy'])
 
 
 def image_metrics(fake01: np.ndarray, real01: np.ndarray, feature_fn, *,

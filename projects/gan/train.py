@@ -20,12 +20,11 @@ import os
 import ml_collections
 import numpy as np
 
-from lib import image_classifier
 from lib import loop
 from lib import mesh as mesh_lib
 from lib import metric_log
-from lib import trainer
 from projects.gan import config as gan_config
+from projects.gan import cycle
 from projects.gan import data as data_lib
 from projects.gan import flow
 from projects.gan import gan as gan_lib
@@ -51,38 +50,15 @@ def build_gan(config: ml_collections.ConfigDict,
       pack=config.pack)
 
 
-def classifier_config(config: ml_collections.ConfigDict):
-  """The feature classifier's config: a small CNN on the same data (the
-  single digits of stacked data)."""
-  name = data_lib.base_image_set(config.data.name)
-  c = image_classifier.config(name, 'small_cnn')
-  c.data = ml_collections.ConfigDict({**config.data.to_dict(), 'name': name})
-  c.update(project='gan_classifier', seed=config.seed,
-           num_devices=config.num_devices,
-           batch_size=config.classifier.batch_size,
-           num_steps=config.classifier.num_steps,
-           log_every=config.classifier.num_steps,
-           eval_every=config.classifier.num_steps, checkpoint_every=0,
-           plots=False)
-  c.optimizer.learning_rate = config.classifier.learning_rate
-  c.model.channels = tuple(config.classifier.channels)
-  return c
-
-
 def train_classifier(config, problem: data_lib.Problem, workdir: str):
-  """(feature function, the classifier's test accuracy), trained in
-  config.classifier.workdir or WORKDIR/classifier (a finished one is
-  restored, not retrained)."""
-  cls_config = classifier_config(config)
-  experiment = image_classifier.build(cls_config, problem.images)
-  result = trainer.train_and_evaluate(
-      cls_config, config.classifier.workdir or os.path.join(workdir,
-                                                            'classifier'),
-      experiment)
-  classifier = image_classifier.Classifier(
-      experiment.model, result.state.params, result.state.model_state)
-  return (quality.classifier_features(classifier, config.eval.batch_size),
-          result.metrics['test/accuracy'])
+  """(feature function, test accuracy) of the feature classifier, trained
+  on the single digits of stacked data, in config.classifier.workdir or
+  WORKDIR/classifier (a finished one is restored, not retrained)."""
+  name = data_lib.base_image_set(config.data.name)
+  return quality.train_classifier(
+      config, problem.images,
+      config.classifier.workdir or os.path.join(workdir, 'classifier'),
+      ml_collections.ConfigDict({**config.data.to_dict(), 'name': name}))
 
 
 def make_task(config: ml_collections.ConfigDict, problem: data_lib.Problem,
@@ -188,6 +164,10 @@ def train_and_evaluate(config: ml_collections.ConfigDict,
   for images."""
   gan_config.validate(config)
   mesh = mesh_lib.make_mesh(config.num_devices)
+  if config.task == 'cycle':
+    return loop.run(cycle.make_task(config, mesh, workdir), workdir,
+                    loop.Cadence.from_config(config),
+                    metadata={'config': config.to_dict()})
   problem = data_lib.load_problem(config)  # data errors before any write
   feature_fn, extra = None, {}
   if problem.images is not None and config.task != 'flow':
