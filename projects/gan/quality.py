@@ -125,19 +125,25 @@ def stacked_mode_metrics(images01: np.ndarray, feature_fn,
                          modes: np.ndarray | None = None) -> dict:
   """Mode counting on stacked images [N, H, W, STACK] in [0, 1], as PacGAN:
   each channel classified as a digit, the digits read as the mode; modes
-  covered (any sample) and the mode histogram's KL to uniform (nats). With
-  the true `modes`, how often the classifier reads them."""
+  covered (any sample) and the mode histogram's KL to uniform (nats).
+  `digit_kl`, the channels' mean KL of their digit histogram to uniform,
+  tells skewed digits from lost combinations of them. With the true `modes`,
+  how often the classifier reads them."""
   n, h, w, stack = images01.shape
   _, probs = feature_fn(np.moveaxis(images01, -1, 1).reshape(n * stack, h, w,
                                                              1))
   num_classes = probs.shape[1]
-  found = data_lib.stacked_modes(probs.argmax(1).reshape(n, stack),
-                                 num_classes)
-  covered, kl = sample_quality.mode_coverage(
-      np.bincount(found, minlength=num_classes**stack))
-  metrics = {'modes_covered': covered, 'mode_kl': kl}
+  digits = probs.argmax(1).reshape(n, stack)
+  covered, kl = sample_quality.mode_coverage(np.bincount(
+      data_lib.stacked_modes(digits, num_classes),
+      minlength=num_classes**stack))
+  digit_kl = np.mean([sample_quality.mode_coverage(np.bincount(
+      channel, minlength=num_classes))[1] for channel in digits.T])
+  metrics = {'modes_covered': covered, 'mode_kl': kl,
+             'digit_kl': float(digit_kl)}
   if modes is not None:
-    metrics['mode_accuracy'] = float(np.mean(found == modes))
+    metrics['mode_accuracy'] = float(np.mean(
+        data_lib.stacked_modes(digits, num_classes) == modes))
   return metrics
 
 

@@ -254,7 +254,7 @@ def test_stacked_digits_with_packing_scores_modes_end_to_end(tmp_path):
   assert metrics['baseline/real_modes_covered'] > 150
   assert metrics['baseline/real_mode_accuracy'] > 0.8
   assert metrics['baseline/real_mode_kl'] < 2.0
-  for name in ('test/modes_covered', 'test/mode_kl',
+  for name in ('test/modes_covered', 'test/mode_kl', 'test/digit_kl',
                'baseline/init_modes_covered', 'baseline/init_mode_kl'):
     assert np.isfinite(metrics[name]), name
   assert 1 <= metrics['test/modes_covered'] <= 256
