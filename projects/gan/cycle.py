@@ -246,7 +246,7 @@ def accuracy(feature_fn, images01: np.ndarray, labels: np.ndarray) -> float:
 
 
 def make_task(config: ml_collections.ConfigDict, mesh,
-              workdir: str | None = None) -> loop.Task:
+              workdir: str) -> loop.Task:
   """The loop task: one CycleGAN step per loop step. Trains the source-only
   and target-only classifiers first (in config.classifier.workdir or
   WORKDIR/classifiers), and the CyCADA classifier at the end."""
@@ -254,8 +254,7 @@ def make_task(config: ml_collections.ConfigDict, mesh,
   source, target = domains.load_pair(config.data)  # data errors first
   model = build(config, source['train']['image'].shape[1:])
   step_fn = make_step(model, mesh)
-  root = config.classifier.workdir or os.path.join(workdir or '.',
-                                                   'classifiers')
+  root = config.classifier.workdir or os.path.join(workdir, 'classifiers')
   _, source_only = train_classifier(config, source['train'], target['test'],
                                     os.path.join(root, 'source_only'))
   judge, target_only = train_classifier(config, target['train'],
@@ -306,7 +305,7 @@ def make_task(config: ml_collections.ConfigDict, mesh,
     return step_fn(state, mesh_lib.shard_batch(batch, mesh))
 
   def evaluate(state, step):
-    if workdir and config.plots:
+    if config.plots:
       picture(state, os.path.join(workdir, 'samples', f'step_{step:06d}.png'),
               f'x | G(x) | F(G(x)), y | F(y) | G(F(y)): step {step}')
     return {'test': score(state)}
@@ -317,12 +316,12 @@ def make_task(config: ml_collections.ConfigDict, mesh,
     translated['image'] = translate(state, 'xy', source['train'])['translated']
     _, cycada = train_classifier(
         config, translated, target['test'],
-        os.path.join(workdir or '.', 'classifiers', 'translated'))
-    if workdir and config.plots and chief:
+        os.path.join(workdir, 'classifiers', 'translated'))
+    if config.plots and chief:
       quality.plot_players(metric_log.read_metrics(workdir),
                            os.path.join(workdir, 'players.png'), 1,
                            f'CycleGAN ({config.loss}): both players')
-    if workdir and config.plots:
+    if config.plots:
       picture(state, os.path.join(workdir, 'translations.png'),
               'x | G(x) | F(G(x)), then y | F(y) | G(F(y))')
     return {'test/translated_accuracy': cycada}

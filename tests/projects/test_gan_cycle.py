@@ -21,12 +21,11 @@ from projects.gan import losses
 from projects.gan import train
 
 
-def _config(**overrides):
+def _config():
   config = config_lib.get_config('cycle')
   config.model.width = 8
   config.cycle.num_blocks = 1
   config.batch_size = 8
-  config.update(overrides)
   return config
 
 
@@ -53,6 +52,11 @@ def test_generator_keeps_the_image_shape_and_range(shape):
 
 def test_step_moves_every_network_adds_up_and_sharded_equals_unsharded():
   config = _config()
+  # Plain SGD: each update is proportional to its gradient. Adam's first
+  # step divides each gradient by its own size, so near-zero gradients move
+  # by up to the learning rate on rounding differences alone.
+  for name in ('optimizer', 'd_optimizer'):
+    config[name].update(name='sgd', learning_rate=0.1)
   model = cycle.build(config, (16, 16, 3))
   keys = jax.random.split(jax.random.key(2))
   batch = {name: np.asarray(jax.random.uniform(key, (8, 16, 16, 3),
@@ -118,10 +122,14 @@ def test_cycle_translates_digits_to_textured_digits(tmp_path):
   workdir = str(tmp_path)
   config = config_lib.get_config('cycle')
   config.update(num_steps=150, eval_every=150, plots=True, num_devices=2)
-  config.classifier.update(num_steps=100, batch_size=32, channels=(16, 32))
+  config.classifier.update(num_steps=100, batch_size=64, channels=(16, 32))
   result = train.train_and_evaluate(config, workdir)
   m = result.metrics
-  # At initialization G's images are noise to the target-only classifier.
+  # The target-only classifier reads G's translations better than the
+  # untranslated digits (0.37 against 0.26 measured) and than G's noise at
+  # initialization (0.07).
+  assert m['test/judged_accuracy'] > (
+      m['baseline/judged_accuracy_untranslated'] + 0.05)
   assert m['test/judged_accuracy'] > m['baseline/init_judged_accuracy'] + 0.2
   for domain in ('x', 'y'):
     assert m[f'test/cycle_l1_{domain}'] < (
