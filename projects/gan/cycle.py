@@ -294,11 +294,10 @@ def make_task(config: ml_collections.ConfigDict, mesh,
     for direction, domain in (('xy', source), ('yx', target)):
       images = {k: v[:_SHOWN] for k, v in domain['test'].items()}
       out = translate(state, direction, images)
-      rows.append(np.stack([images['image'], out['translated'],
-                            out['cycled']], axis=1))
-    if chief:  # rows: x | G(x) | F(G(x)), then y | F(y) | G(F(y))
-      quality.save_images(np.concatenate(rows).reshape(
-          -1, *source['test']['image'].shape[1:]), path, title, columns=3)
+      rows += [images['image'], out['translated'], out['cycled']]
+    if chief:  # rows: x, G(x), F(G(x)), y, F(y), G(F(y))
+      quality.save_images(np.concatenate(rows), path, title,
+                          columns=len(rows[0]))
 
   def step(state, step):
     batch = real_batch(config, source, target, step)
@@ -307,7 +306,7 @@ def make_task(config: ml_collections.ConfigDict, mesh,
   def evaluate(state, step):
     if config.plots:
       picture(state, os.path.join(workdir, 'samples', f'step_{step:06d}.png'),
-              f'x | G(x) | F(G(x)), y | F(y) | G(F(y)): step {step}')
+              f'rows: x, G(x), F(G(x)), y, F(y), G(F(y)); step {step}')
     return {'test': score(state)}
 
   def report(state, summary):
@@ -323,7 +322,7 @@ def make_task(config: ml_collections.ConfigDict, mesh,
                            f'CycleGAN ({config.loss}): both players')
     if config.plots:
       picture(state, os.path.join(workdir, 'translations.png'),
-              'x | G(x) | F(G(x)), then y | F(y) | G(F(y))')
+              'rows: x, G(x), F(G(x)), y, F(y), G(F(y))')
     return {'test/translated_accuracy': cycada}
 
   init = gan_lib.make_init(model, config.seed, mesh)
