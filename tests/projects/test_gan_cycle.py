@@ -121,21 +121,25 @@ def test_bad_cycle_config_fails_with_one_clear_message(field, value, message):
 def test_cycle_translates_digits_to_textured_digits(tmp_path):
   workdir = str(tmp_path)
   config = config_lib.get_config('cycle')
-  config.update(num_steps=150, eval_every=150, plots=True, num_devices=2)
+  config.update(num_steps=100, eval_every=100, batch_size=16, plots=True,
+                num_devices=1)
+  for name in ('optimizer', 'd_optimizer'):
+    config[name].learning_rate = 1e-3  # 5x the paper's, for 100 steps
   config.classifier.update(num_steps=100, batch_size=64, channels=(16, 32))
   result = train.train_and_evaluate(config, workdir)
   m = result.metrics
   # The target-only classifier reads G's translations better than the
-  # untranslated digits (0.37 against 0.26 measured) and than G's noise at
+  # untranslated digits (0.49 against 0.26 measured) and than G's noise at
   # initialization (0.07).
   assert m['test/judged_accuracy'] > (
-      m['baseline/judged_accuracy_untranslated'] + 0.05)
-  assert m['test/judged_accuracy'] > m['baseline/init_judged_accuracy'] + 0.2
+      m['baseline/judged_accuracy_untranslated'] + 0.1)
+  assert m['test/judged_accuracy'] > m['baseline/init_judged_accuracy'] + 0.3
   for domain in ('x', 'y'):
     assert m[f'test/cycle_l1_{domain}'] < (
         2 / 3 * m[f'baseline/init_cycle_l1_{domain}'])
-  # CyCADA's protocol ran: a classifier on the translated digits, tested on
-  # the real digits_m test images (its margin needs longer runs: README).
-  assert 0.0 <= m['test/translated_accuracy'] <= 1.0
+  # CyCADA's protocol: a classifier trained on the translated digits beats
+  # one trained on the digits as they are, on real digits_m test images
+  # (0.23 against 0.16 measured; the README's longer runs widen it).
+  assert m['test/translated_accuracy'] > m['baseline/source_only_accuracy']
   for name in ('translations.png', 'players.png'):
     assert os.path.exists(os.path.join(workdir, name)), name
