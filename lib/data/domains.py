@@ -2,8 +2,9 @@
 
 Every loader returns {'train': {'image', 'label'}, 'test': {...}} with images
 float32 [N, H, W, C] in [0, 1], light digits on a dark background for the
-digit sets. `load_pair` brings two domains to one size and channel count. Shared by the
-projects that map one domain to another (domain adaptation, CycleGAN).
+digit sets. `load_pair` brings two domains to one size and channel count.
+Shared by the projects that map one domain to another (domain adaptation,
+CycleGAN).
 
 Domain names (config.data.source / config.data.target):
   digits          scikit-learn's bundled 8x8 digits (offline)

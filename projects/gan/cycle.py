@@ -70,7 +70,8 @@ class ResnetGenerator(nn.Module):
   @nn.compact
   def __call__(self, x, *, train: bool = False):
     def conv_norm(x, width, **conv_args):
-      x = conv.Conv(width, use_bias=generative.bias_before(self.norm), **conv_args)(x)
+      x = conv.Conv(width, use_bias=generative.bias_before(self.norm),
+                    **conv_args)(x)
       return generative.normalization(self.norm, train)(x)
 
     channels = generative.widths(self.width, x.shape[1])[:3]

@@ -48,7 +48,8 @@ from projects.gan import losses
 from projects.gan import quality
 
 MASKS = ('bottom_half', 'right_half')
-LOSSES = ('minimax', 'nonsaturating', 'hinge', 'least_squares')  # no clip, no GP
+# No weight clipping or gradient penalty here.
+LOSSES = ('minimax', 'nonsaturating', 'hinge', 'least_squares')
 # The lecture's three: L1 alone blurs, the GAN alone invents, both together.
 SETTINGS = {'l1_only': {'gan_weight': 0.0}, 'gan_only': {'l1_weight': 0.0},
             'l1_gan': {}}
@@ -102,7 +103,8 @@ class UNet(nn.Module):
   @nn.compact
   def __call__(self, x, *, train: bool = False):
     def block(x, width, activation, **conv_args):
-      x = conv.Conv(width, use_bias=generative.bias_before(self.norm), **conv_args)(x)
+      x = conv.Conv(width, use_bias=generative.bias_before(self.norm),
+                    **conv_args)(x)
       return activation(generative.normalization(self.norm, train)(x))
 
     leaky = lambda x: nn.leaky_relu(x, 0.2)

@@ -134,16 +134,15 @@ def stacked_mode_metrics(images01: np.ndarray, feature_fn,
                                                              1))
   num_classes = probs.shape[1]
   digits = probs.argmax(1).reshape(n, stack)
+  found = data_lib.stacked_modes(digits, num_classes)
   covered, kl = sample_quality.mode_coverage(np.bincount(
-      data_lib.stacked_modes(digits, num_classes),
-      minlength=num_classes**stack))
+      found, minlength=num_classes**stack))
   digit_kl = np.mean([sample_quality.mode_coverage(np.bincount(
       channel, minlength=num_classes))[1] for channel in digits.T])
   metrics = {'modes_covered': covered, 'mode_kl': kl,
              'digit_kl': float(digit_kl)}
   if modes is not None:
-    metrics['mode_accuracy'] = float(np.mean(
-        data_lib.stacked_modes(digits, num_classes) == modes))
+    metrics['mode_accuracy'] = float(np.mean(found == modes))
   return metrics
 
 

@@ -160,23 +160,22 @@ def make_task(config: ml_collections.ConfigDict, problem: data_lib.Problem,
 
 def train_and_evaluate(config: ml_collections.ConfigDict,
                        workdir: str) -> loop.TrainResult:
-  """Trains the GAN, or pix2pix (config.task), after the feature classifier
-  for images."""
+  """Trains the GAN, pix2pix, the flow or CycleGAN (config.task), after the
+  feature classifier for images (CycleGAN trains its own classifiers)."""
   gan_config.validate(config)
   mesh = mesh_lib.make_mesh(config.num_devices)
   if config.task == 'cycle':
-    return loop.run(cycle.make_task(config, mesh, workdir), workdir,
-                    loop.Cadence.from_config(config),
-                    metadata={'config': config.to_dict()})
-  problem = data_lib.load_problem(config)  # data errors before any write
-  feature_fn, extra = None, {}
-  if problem.images is not None and config.task != 'flow':
-    feature_fn, accuracy = train_classifier(config, problem, workdir)
-    extra['classifier/test_accuracy'] = accuracy
-  make = {'sample': make_task, 'pix2pix': pix2pix.make_task,
-          'flow': flow.make_task}[config.task]
-  task = make(config, problem, mesh, workdir, feature_fn)
-  task.baselines.update(extra)
+    task = cycle.make_task(config, mesh, workdir)
+  else:
+    problem = data_lib.load_problem(config)  # data errors before any write
+    feature_fn, extra = None, {}
+    if problem.images is not None and config.task != 'flow':
+      feature_fn, accuracy = train_classifier(config, problem, workdir)
+      extra['classifier/test_accuracy'] = accuracy
+    make = {'sample': make_task, 'pix2pix': pix2pix.make_task,
+            'flow': flow.make_task}[config.task]
+    task = make(config, problem, mesh, workdir, feature_fn)
+    task.baselines.update(extra)
   per_call = config.steps_per_call
   cadence = loop.Cadence.from_config(
       config, log_every=config.log_every // per_call,
