@@ -36,15 +36,19 @@ def base_config() -> ml_collections.ConfigDict:
 def image_model_config(name: str = 'resnet') -> ml_collections.ConfigDict:
   """Fields of lib.models.make_image_classifier; each model reads its own."""
   return ml_collections.ConfigDict(dict(
-      name=name,  # small_cnn | resnet | separable
+      name=name,  # small_cnn | resnet | separable | mlp | maxout
       channels=(32, 64) if name == 'small_cnn' else (64, 128, 128, 256, 256),
       strides=(1, 2, 1, 2, 1),  # separable: one per entry of channels
       stem_channels=32,  # separable
       stage_sizes=(2, 2, 2),  # resnet: blocks per stage
       width=32,  # resnet: first stage's channels, doubled per stage
       stem='cifar',  # resnet: cifar | imagenet
-      batch_norm=True,
-      dropout=0.0))
+      hidden=(240, 240),  # mlp, maxout: hidden widths (() for softmax regression)
+      pieces=5,  # maxout: linear pieces per unit
+      activation='relu',  # mlp: relu | gelu
+      batch_norm=name not in ('mlp', 'maxout'),
+      dropout=0.0,
+      input_dropout=0.0))  # maxout
 
 
 def stage_config(config, num_steps: int, **fields) -> ml_collections.ConfigDict:

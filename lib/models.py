@@ -46,6 +46,41 @@ class MLP(nn.Module):
     return nn.Dense(self.num_outputs)(x)
 
 
+class Maxout(nn.Module):
+  """Dense to `width * pieces` units, then the max over each unit's pieces."""
+  width: int
+  pieces: int
+
+  @nn.compact
+  def __call__(self, x):
+    x = nn.Dense(self.width * self.pieces)(x)
+    return x.reshape(*x.shape[:-1], self.width, self.pieces).max(-1)
+
+
+class MaxoutMLP(nn.Module):
+  """Flattens inputs, then [Dropout] -> Maxout per layer, [Dropout], a linear head.
+
+  Goodfellow et al. (2013)'s MNIST network: dropout on the input and on every
+  hidden layer.
+  """
+  hidden: Sequence[int]
+  pieces: int
+  num_outputs: int
+  dropout: float = 0.0
+  input_dropout: float = 0.0
+
+  @nn.compact
+  def __call__(self, x, *, train: bool = False):
+    x = x.reshape((x.shape[0], -1))
+    if self.input_dropout:
+      x = nn.Dropout(self.input_dropout, deterministic=not train)(x)
+    for width in self.hidden:
+      x = Maxout(width, self.pieces)(x)
+      if self.dropout:
+        x = nn.Dropout(self.dropout, deterministic=not train)(x)
+    return nn.Dense(self.num_outputs)(x)
+
+
 class SmallCNN(nn.Module):
   """Conv(3x3) -> BatchNorm -> ReLU -> max-pool blocks, then global average pool and a linear head."""
   channels: Sequence[int] = (32, 64)
@@ -211,7 +246,8 @@ class SeparableCNN(nn.Module):
     return nn.Dense(self.num_outputs)(x)
 
 
-IMAGE_CLASSIFIERS = ('small_cnn', 'resnet', 'separable')
+IMAGE_CLASSIFIERS = ('small_cnn', 'resnet', 'separable', 'mlp', 'maxout')
+ACTIVATIONS = {'relu': nn.relu, 'gelu': nn.gelu}
 
 
 def make_image_classifier(config, num_outputs: int) -> nn.Module:
@@ -226,6 +262,17 @@ def make_image_classifier(config, num_outputs: int) -> nn.Module:
     return SeparableCNN(tuple(config.channels), tuple(config.strides),
                         config.stem_channels, num_outputs, config.batch_norm,
                         config.dropout)
+  if config.name == 'mlp':
+    if config.activation not in ACTIVATIONS:
+      raise ConfigError(f'model.activation={config.activation!r}: choose one '
+                        f'of {tuple(ACTIVATIONS)}')
+    return MLP(tuple(config.hidden), num_outputs, config.batch_norm,
+               config.dropout, ACTIVATIONS[config.activation])
+  if config.name == 'maxout':
+    if config.pieces < 1:
+      raise ConfigError(f'model.pieces={config.pieces} must be >= 1')
+    return MaxoutMLP(tuple(config.hidden), config.pieces, num_outputs,
+                     config.dropout, config.input_dropout)
   raise ConfigError(f'model.name={config.name!r}: choose one of '
                     f'{IMAGE_CLASSIFIERS}')
 

@@ -41,7 +41,7 @@ NETWORKS = ('mlp', 'conv')
 SCORES = ('auto', 'reconstruction', 'elbo')
 RECONSTRUCTIONS = ('mse', 'bce')
 FEATURES = ('latent', 'pixels')
-CLASSIFIERS = ('mlp', 'small_cnn', 'resnet', 'separable')
+CLASSIFIERS = ('mlp', 'maxout', 'small_cnn', 'resnet', 'separable')
 OOD_SETS = ('omniglot', 'cifar10_grey', 'gaussian', 'uniform')
 DATASETS = (*images.DATASETS, 'folder')
 
@@ -88,7 +88,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   # ood: Hendrycks & Gimpel's MNIST network, 3 x 256 GELU units, or one of
   # lib.models' image classifiers by name.
   config.classifier = config_lib.image_model_config('mlp')
-  config.classifier.hidden = (256, 256, 256)
+  config.classifier.update(hidden=(256, 256, 256), activation='gelu')
   config.ood = ml_collections.ConfigDict(dict(
       sets=OOD_SETS, num_examples=10000, seed=0))
   config.batch_size = 64

@@ -10,7 +10,6 @@ outsiders together, WORKDIR/ood.md and WORKDIR/ood_roc.png.
 
 import os
 
-import flax.linen as nn
 import jax
 import ml_collections
 import numpy as np
@@ -31,12 +30,7 @@ from projects.autoencoder import metrics
 
 def run(config: ml_collections.ConfigDict, workdir: str,
         data: images.ImageData, mesh) -> loop.TrainResult:
-  if config.classifier.name == 'mlp':
-    model = lib_models.MLP(tuple(config.classifier.hidden), data.num_classes,
-                           activation=nn.gelu)
-  else:
-    model = lib_models.make_image_classifier(config.classifier,
-                                             data.num_classes)
+  model = lib_models.make_image_classifier(config.classifier, data.num_classes)
   loss_fn, eval_fn = classifier.classifier_fns(model, input_key='image')
   experiment = trainer.Experiment(
       model=model, loss_fn=loss_fn, eval_fn=eval_fn,

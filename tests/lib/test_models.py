@@ -97,6 +97,34 @@ def test_image_classifiers_shapes_and_train_state(name, shape):
   chex.assert_trees_all_equal_structs(new_state, state.model_state)
 
 
+def test_maxout_is_the_max_of_its_pieces_and_softmax_regression_is_affine():
+  layer = models.Maxout(width=3, pieces=4)
+  x = jax.random.normal(jax.random.key(0), (5, 6))
+  params = layer.init(jax.random.key(1), x)['params']
+  pieces = (x @ params['Dense_0']['kernel'] + params['Dense_0']['bias'])
+  np.testing.assert_allclose(layer.apply({'params': params}, x),
+                             pieces.reshape(5, 3, 4).max(-1), rtol=1e-6)
+  maxout_config = config_lib.image_model_config('maxout')
+  maxout_config.update(hidden=(16, 8), pieces=3, dropout=0.5,
+                       input_dropout=0.2)
+  network = models.make_image_classifier(maxout_config, num_outputs=7)
+  images = jax.random.uniform(jax.random.key(2), (4, 8, 8, 1))
+  variables = network.init(jax.random.key(3), images)
+  chex.assert_shape(network.apply(variables, images), (4, 7))
+  linear_config = config_lib.image_model_config('mlp')
+  linear_config.hidden = ()
+  linear = models.make_image_classifier(linear_config, num_outputs=7)
+  params = linear.init(jax.random.key(4), images)['params']
+  assert models.num_params(params) == 64 * 7 + 7
+  logits = lambda x: linear.apply({'params': params}, x)
+  np.testing.assert_allclose(logits(images[:1] + images[1:2]),
+                             logits(images[:1]) + logits(images[1:2]) -
+                             logits(jnp.zeros_like(images[:1])), atol=1e-5)
+  with pytest.raises(errors.ConfigError, match='activation'):
+    linear_config.activation = 'tanh'
+    models.make_image_classifier(linear_config, num_outputs=7)
+
+
 def test_separable_block_has_fewer_weights_than_a_full_conv():
   x = jnp.zeros((1, 8, 8, 32))
   separable = models.SeparableBlock(64, batch_norm=False).init(
