@@ -13,6 +13,11 @@ whole batch on the device (on a CPU, fast only with convolutions from
   mifgsm        ifgsm on a momentum of L1-normalized gradients (Dong et al. 2018)
   dim_mifgsm    mifgsm whose gradients pass through random resize-and-pad of the
                 input with probability `diversity_prob` (Xie et al. 2019)
+  eot_pgd       pgd whose every gradient is the mean over `eot_samples` random
+                resize-and-pads: the expectation over transformation that
+                breaks the randomization defence (Athalye et al. 2018)
+  one_pixel     black box: differential evolution over one pixel's place and
+                colour, querying only the model's probabilities (Su et al. 2019)
 
 Untargeted attacks raise the cross-entropy of the true label; with
 `targets` they lower the cross-entropy of the target class instead.
@@ -27,7 +32,7 @@ import optax
 
 from lib.errors import ConfigError
 
-ATTACKS = ('fgsm', 'ifgsm', 'pgd', 'mifgsm', 'dim_mifgsm')
+ATTACKS = ('fgsm', 'ifgsm', 'pgd', 'mifgsm', 'dim_mifgsm', 'eot_pgd')
 LogitsFn = Callable[[jax.Array], jax.Array]
 
 
@@ -89,13 +94,15 @@ def iterative_attack(logits_fn: LogitsFn, images: jax.Array,
                      random_start: bool = False, momentum: float = 0.0,
                      diversity_prob: float = 0.0,
                      diversity_min_scale: float = 0.8,
+                     eot_samples: int = 1,
                      targets: jax.Array | None = None) -> jax.Array:
   """The general signed-gradient attack every named attack is a setting of.
 
   momentum > 0 accumulates g = momentum * g + grad / ||grad||_1 (per example)
   and steps along sign(g) (MI-FGSM); diversity_prob > 0 takes each gradient
-  through `random_resize_and_pad` (DIM). Returns images in the epsilon ball
-  around `images` and in [0, 1].
+  through `random_resize_and_pad` (DIM), averaged over `eot_samples`
+  independent draws (EOT). Returns images in the epsilon ball around `images`
+  and in [0, 1].
   """
   start_key, loop_key = jax.random.split(key)
   adversarial = images
@@ -112,9 +119,15 @@ def iterative_attack(logits_fn: LogitsFn, images: jax.Array,
 
   def step(i, carry):
     adversarial, velocity = carry
+    def gradient(step_key):
+      return _loss_gradient(functools.partial(surrogate, step_key=step_key),
+                            adversarial, labels, targets)
+
     step_key = jax.random.fold_in(loop_key, i)
-    grad = _loss_gradient(functools.partial(surrogate, step_key=step_key),
-                          adversarial, labels, targets)
+    if eot_samples == 1:
+      grad = gradient(step_key)
+    else:
+      grad = jax.vmap(gradient)(jax.random.split(step_key, eot_samples)).mean(0)
     if momentum:
       l1 = jnp.abs(grad).sum(axis=tuple(range(1, grad.ndim)), keepdims=True)
       velocity = momentum * velocity + grad / jnp.maximum(l1, 1e-12)
@@ -166,6 +179,77 @@ def dim_mifgsm(logits_fn, images, labels, key, *, epsilon: float,
                           targets=targets)
 
 
+def eot_pgd(logits_fn, images, labels, key, *, epsilon: float,
+            step_size: float, num_steps: int, eot_samples: int,
+            min_scale: float = 0.8, targets=None):
+  return iterative_attack(logits_fn, images, labels, key, epsilon=epsilon,
+                          step_size=step_size, num_steps=num_steps,
+                          random_start=True, diversity_prob=1.0,
+                          diversity_min_scale=min_scale,
+                          eot_samples=eot_samples, targets=targets)
+
+
+def one_pixel(logits_fn: LogitsFn, images: jax.Array, labels: jax.Array,
+              key: jax.Array, *, population: int = 100,
+              generations: int = 30, scale: float = 0.5,
+              candidates_at_once: int = 8,
+              targets: jax.Array | None = None) -> jax.Array:
+  """Each image with one pixel changed, found by differential evolution.
+
+  A candidate is (row, column, colour...); the first generation's places are
+  uniform and its colours N(0.5, 0.5) clipped to [0, 1]. Each generation every
+  candidate i meets a child r1 + scale * (r2 - r3) of three others drawn
+  without replacement, which replaces it when its fitness is no worse; the
+  fitness is the true label's probability (with `targets`, minus the target's).
+  Only the model's outputs are read: a black-box attack. The model sees
+  `candidates_at_once` candidates of every image per call (memory).
+  """
+  batch, height, width, channels = images.shape
+  place_key, colour_key, loop_key = jax.random.split(key, 3)
+  shape = (batch, population)
+  candidates = jnp.concatenate([
+      jax.random.uniform(place_key, (*shape, 2)) * jnp.array([height, width]),
+      jnp.clip(0.5 + 0.5 * jax.random.normal(colour_key, (*shape, channels)),
+               0.0, 1.0)], -1)
+  bounds = jnp.array([height - 1e-3, width - 1e-3] + [1.0] * channels)
+
+  def perturb(candidates):  # [B, P, 2 + C] -> [B, P, H, W, C]
+    row = jax.nn.one_hot(candidates[..., 0].astype(jnp.int32), height)
+    column = jax.nn.one_hot(candidates[..., 1].astype(jnp.int32), width)
+    mask = (row[..., :, None] * column[..., None, :])[..., None]
+    colour = candidates[..., None, None, 2:]
+    return images[:, None] * (1 - mask) + mask * colour
+
+  def fitness(candidates):
+    perturbed = jnp.swapaxes(perturb(candidates), 0, 1)  # [P, B, H, W, C]
+    logits = jax.lax.map(logits_fn, perturbed, batch_size=candidates_at_once)
+    probs = jax.nn.softmax(jnp.swapaxes(logits, 0, 1))
+    score = jnp.take_along_axis(probs, labels[:, None, None], -1)[..., 0]
+    if targets is not None:
+      score = -jnp.take_along_axis(probs, targets[:, None, None], -1)[..., 0]
+    return score
+
+  def generation(g, carry):
+    candidates, scores = carry
+    noise = jax.random.uniform(jax.random.fold_in(loop_key, g),
+                               (*shape, population))
+    noise = noise + jnp.eye(population)  # never pick oneself
+    _, parents = jax.lax.top_k(-noise, 3)  # [B, P, 3], distinct
+    pick = jax.vmap(lambda c, p: c[p])(candidates, parents)  # [B, P, 3, D]
+    child = jnp.clip(pick[..., 0, :] + scale * (pick[..., 1, :] -
+                                                pick[..., 2, :]),
+                     0.0, bounds)
+    child_scores = fitness(child)
+    better = child_scores <= scores
+    return (jnp.where(better[..., None], child, candidates),
+            jnp.where(better, child_scores, scores))
+
+  candidates, scores = jax.lax.fori_loop(
+      0, generations, generation, (candidates, fitness(candidates)))
+  best = jnp.take_along_axis(candidates, scores.argmin(1)[:, None, None], 1)
+  return perturb(best)[:, 0]
+
+
 def make_attack(name: str, settings) -> Callable:
   """attack(logits_fn, images, labels, key, targets=None) for config.attack's fields.
 
@@ -187,6 +271,9 @@ def make_attack(name: str, settings) -> Callable:
         dim_mifgsm, momentum=settings.momentum,
         diversity_prob=settings.diversity_prob,
         diversity_min_scale=settings.diversity_min_scale, **steps)
+  if name == 'eot_pgd':
+    return functools.partial(eot_pgd, eot_samples=settings.eot_samples,
+                             min_scale=settings.diversity_min_scale, **steps)
   raise ConfigError(f'attack {name!r}: choose from {ATTACKS}')
 
 

@@ -10,6 +10,15 @@ Variants (`--config=projects/adversarial/config.py:VARIANT`):
   cifar10_at  adversarial training on CIFAR-10 (`mode='adversarial_training'`).
   mnist     MNIST IDX files from `data.mnist_dir`, epsilon 0.2 (as in the
             adversarial training literature).
+  robustness  digits (offline): softmax regression, a maxout network and a
+            small CNN, each attacked directly (`mode='robustness'`).
+  goodfellow  Goodfellow et al. (2015)'s MNIST reproduction: FGSM at 0.25
+            against softmax regression and a maxout network.
+  backdoor  digits (offline): a BadNets backdoor (`mode='backdoor'`).
+  backdoor_mnist  the same on MNIST.
+  reprogram  digits (offline): adversarial reprogramming to count squares
+            (`mode='reprogram'`).
+  reprogram_mnist  the same with an MNIST classifier.
   tfds      any TFDS image classification set by name (`data.tfds_name`).
 
 `mode`:
@@ -27,6 +36,20 @@ Variants (`--config=projects/adversarial/config.py:VARIANT`):
                         each of `adversarial_training.methods` (pgd: PGD-AT,
                         fgsm: fast FGSM-AT) and reports clean and white-box
                         PGD/FGSM accuracy of each.
+  robustness            trains the models named in `models` normally and
+                        attacks each directly: FGSM and PGD (white box), the
+                        one-pixel attack (black box, `one_pixel`), and the
+                        randomization defence (random resize-and-pad) against
+                        an attacker who ignores it and one who takes the
+                        expectation over it (`robustness`).
+  backdoor              trains `backdoor.model` on clean data and on data where
+                        `backdoor.poison_fraction` of the training images carry
+                        a trigger and the label `backdoor.target_class`; reports
+                        each one's clean accuracy and attack success rate.
+  reprogram             trains `reprogram.model` on the data, then an
+                        adversarial program (a frame around a small image) that
+                        makes it count 1 to `reprogram.num_classes` squares,
+                        and the same for the network untrained.
 """
 
 import ml_collections
@@ -38,20 +61,28 @@ from lib.errors import ConfigError
 from projects.adversarial import attacks
 from projects.adversarial import defences
 
-VARIANTS = ('quick', 'cifar10', 'cifar10_at', 'mnist', 'tfds')
-MODES = ('attack', 'adversarial_training')
+VARIANTS = ('quick', 'cifar10', 'cifar10_at', 'mnist', 'tfds', 'robustness',
+            'goodfellow', 'backdoor', 'backdoor_mnist', 'reprogram',
+            'reprogram_mnist')
+MODES = ('attack', 'adversarial_training', 'robustness', 'backdoor',
+         'reprogram')
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   config_lib.check_variant('adversarial', arg, VARIANTS)
   config = image_classifier.config('digits', 'small_cnn')
   config.project = 'adversarial'
-  config.mode = 'attack'  # attack | adversarial_training
+  config.mode = 'attack'  # of MODES
   config.proxies = 'small_cnn:0,resnet:0'  # the attacker's surrogates
   config.victims = 'small_cnn:1,resnet:1,separable:1'  # unseen, black-box
+  config.models = 'linear:0,maxout:0,small_cnn:0'  # robustness mode
   config.architectures = ml_collections.ConfigDict({
       name: config_lib.image_model_config(name)
-      for name in ('small_cnn', 'resnet', 'separable')})
+      for name in ('small_cnn', 'resnet', 'separable', 'maxout')})
+  # Softmax regression, and Goodfellow et al. (2013)'s maxout network.
+  config.architectures.linear = config_lib.image_model_config('mlp')
+  config.architectures.linear.hidden = ()
+  config.architectures.maxout.update(dropout=0.5, input_dropout=0.2)
   config.architectures.resnet.update(stage_sizes=(1, 1, 1), width=16)
   config.architectures.separable.update(channels=(32, 64, 64),
                                         strides=(1, 2, 1), stem_channels=16)
@@ -68,6 +99,8 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
       num_examples=359,  # test images attacked (0: all)
       batch_size=128,
       pgd_eval_steps=20,  # white-box PGD (random start) for robust accuracy
+      eot_samples=8,  # eot_pgd: random resize-and-pads averaged per step
+      pgd_restarts=1,  # robust accuracy: random starts an image must resist
       num_plotted=8,  # examples in adversarial_examples.png
   ))
   config.universal = ml_collections.ConfigDict(dict(
@@ -78,6 +111,25 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
       attack='',  # whose examples the defences face ('' = last of attack.names)
       jpeg_quality=75, gaussian_sigma=0.7, median_size=3,
       resize_min_scale=0.8))
+  config.robustness = ml_collections.ConfigDict(dict(
+      one_pixel=False,  # the one-pixel attack on each model
+      randomization=False))  # random resize-and-pad vs an unaware and an EOT PGD
+  config.one_pixel = ml_collections.ConfigDict(dict(
+      population=100, generations=30,  # differential evolution
+      scale=0.5,  # its mutation factor F
+      num_examples=200))  # test images attacked (its cost; 0: all attacked)
+  config.backdoor = ml_collections.ConfigDict(dict(
+      model='small_cnn',  # of architectures
+      target_class=0,
+      poison_fraction=0.05,  # of the training images, from the other classes
+      trigger_size=3))  # a checkerboard in the bottom-right corner
+  config.reprogram = ml_collections.ConfigDict(dict(
+      model='small_cnn',  # the frozen model, of architectures
+      grid=4,  # cells a side of the counting task, in the frame's centre half
+      num_classes=10,  # 1 to num_classes squares; outputs 0.. are read
+      num_train=5000, num_test=1000,  # generated images (val and test each)
+      num_steps=600, learning_rate=0.05,  # Adam on the program alone
+      weight_decay=1e-4))  # L2 on the program's weights
   config.adversarial_training = ml_collections.ConfigDict(dict(
       methods='pgd,fgsm',  # pgd (PGD-AT) | fgsm (fast FGSM-AT), comma-separated
       model='small_cnn',  # of architectures
@@ -142,6 +194,23 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     config.num_steps = 2000
     config.eval_every = 500
     config.checkpoint_every = 500
+  elif arg in ('robustness', 'goodfellow'):
+    config.mode = 'robustness'
+    config.robustness.update(one_pixel=True, randomization=True)
+    config.augment.crop_padding = 0
+    config.attack.num_examples = 0
+    config.defence.resize_min_scale = 0.9  # 8x8 digits lose much below it
+    if arg == 'goodfellow':
+      _mnist_run(config, num_steps=6000)
+      config.models = 'linear:0,maxout:0'
+      config.attack.update(epsilon=0.25, step_size=0.05, batch_size=500)
+      # At 0.25 the PGD made without the defence already defeats it.
+      config.robustness.randomization = False
+  elif arg in ('backdoor', 'backdoor_mnist', 'reprogram', 'reprogram_mnist'):
+    config.mode = arg.removesuffix('_mnist')
+    config.augment.crop_padding = 0
+    if arg.endswith('_mnist'):
+      _mnist_run(config, num_steps=2000)
   elif arg == 'tfds':
     config.data.name = 'tfds'
     config.data.tfds_name = 'cifar10'
@@ -153,6 +222,12 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     config.eval_every = 1000
     config.checkpoint_every = 1000
   return config
+
+
+def _mnist_run(config: ml_collections.ConfigDict, num_steps: int):
+  config.data.name = 'mnist'
+  config.update(batch_size=128, num_steps=num_steps, eval_every=1000,
+                checkpoint_every=1000)
 
 
 def names(value: str) -> list[str]:
@@ -239,3 +314,39 @@ def validate(config: ml_collections.ConfigDict):
             'config.proxies: a victim must be unseen by the attacker')
   _require_positive_ints(config.universal, 'universal',
                          ('num_steps', 'batch_size'))
+  _require_positive_ints(settings, 'attack', ('eot_samples', 'pgd_restarts'))
+  pixel = config.one_pixel
+  _require_positive_ints(pixel, 'one_pixel', ('generations',))
+  require(isinstance(pixel.population, int) and pixel.population >= 4,
+          f'config.one_pixel.population={pixel.population!r} must be an '
+          'integer >= 4 (each child needs three other candidates)')
+  require(pixel.scale > 0,
+          f'config.one_pixel.scale={pixel.scale} must be > 0')
+  require(pixel.num_examples >= 0,
+          f'config.one_pixel.num_examples={pixel.num_examples} must be >= 0')
+  if config.mode == 'robustness':
+    require(model_specs(config, 'models'),
+            'config.models must name at least one model (name:seed)')
+  program = config.reprogram
+  require(program.model in config.architectures,
+          f'config.reprogram.model={program.model!r}: choose one of '
+          f'{sorted(config.architectures)}')
+  _require_positive_ints(program, 'reprogram', (
+      'grid', 'num_train', 'num_test', 'num_steps'))
+  require(isinstance(program.num_classes, int) and program.num_classes >= 2,
+          f'config.reprogram.num_classes={program.num_classes!r} must be an '
+          'integer >= 2')
+  require(program.learning_rate > 0 and program.weight_decay >= 0,
+          'config.reprogram.learning_rate must be > 0 and weight_decay >= 0')
+  backdoor = config.backdoor
+  require(backdoor.model in config.architectures,
+          f'config.backdoor.model={backdoor.model!r}: choose one of '
+          f'{sorted(config.architectures)}')
+  require(0.0 < backdoor.poison_fraction < 1.0,
+          f'config.backdoor.poison_fraction={backdoor.poison_fraction} must '
+          'be in (0, 1)')
+  _require_positive_ints(backdoor, 'backdoor', ('trigger_size',))
+  require(isinstance(backdoor.target_class, int) and
+          backdoor.target_class >= 0,
+          f'config.backdoor.target_class={backdoor.target_class!r} must be '
+          'a class index >= 0')

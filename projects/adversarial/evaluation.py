@@ -9,8 +9,9 @@ accuracies.
 
   transfer_metrics    attack mode: white-box, black-box (the unseen victims),
                       universal perturbation and passive defences
-  robustness_metrics  adversarial-training mode: clean, FGSM and PGD accuracy
-                      of one model against itself
+  robustness_metrics  adversarial-training and robustness modes: clean, FGSM
+                      and PGD accuracy of one model against itself, and maybe
+                      the one-pixel attack and the randomization defence
 """
 
 import functools
@@ -84,14 +85,16 @@ class Runner:
   def predictor(self, classifiers: Classifiers,
                 defence: Callable | None = None) -> Callable[[Source, jax.Array],
                                                              dict]:
-    """predict(source, key) -> {'prediction', 'label'} of every process's examples."""
+    """predict(source, key) -> {'prediction', 'confidence', 'label'} of every process's examples."""
 
     def run(params, batch, key):
       images = batch['image']
       if defence is not None:
         images = defence(key, images)
       logits = ensemble_logits(classifiers, params)(images)
-      return {'prediction': jnp.argmax(logits, -1), 'label': batch['label']}
+      return {'prediction': jnp.argmax(logits, -1),
+              'confidence': jax.nn.softmax(logits).max(-1),
+              'label': batch['label']}
 
     predictor = predict.Predictor(run, self._mesh)
     params = [c.params for c in classifiers]
@@ -101,6 +104,12 @@ class Runner:
 
 def accuracy(outputs: dict) -> float:
   return float(np.mean(outputs['prediction'] == outputs['label']))
+
+
+def error_confidence(outputs: dict) -> float:
+  """The mean confidence of the wrong predictions (nan when none is wrong)."""
+  wrong = outputs['prediction'] != outputs['label']
+  return float(outputs['confidence'][wrong].mean()) if wrong.any() else np.nan
 
 
 class Examples(NamedTuple):
@@ -263,20 +272,72 @@ def robustness_metrics(config: ml_collections.ConfigDict, runner: Runner,
                        attacked: Source) -> dict[str, float]:
   """Clean, FGSM and PGD (config.attack's epsilon) accuracy of `classifier`.
 
-  `attacked` is whole in every process; each attacks its share.
+  PGD counts an image robust only when `attack.pgd_restarts` random starts all
+  fail on it. With config.robustness.one_pixel, also the one-pixel attack's accuracy and
+  success rate (of the images it classified right) on the first
+  config.one_pixel.num_examples; with config.robustness.randomization, the
+  accuracy behind random resize-and-pad: clean, under the PGD images made
+  against the bare model (an attacker unaware of the defence), and under
+  EOT-PGD through it. `attacked` is whole in every process; each attacks its
+  share.
   """
   settings = config.attack
   test = splits.shard_for_process(attacked)
   key = jax.random.key(config.seed)
   predict = runner.predictor([classifier])
+  steps = dict(epsilon=settings.epsilon, step_size=settings.step_size,
+               num_steps=settings.pgd_eval_steps)
   evaluation = {
       'fgsm': functools.partial(attacks.fgsm, epsilon=settings.epsilon),
-      'pgd': functools.partial(attacks.pgd, epsilon=settings.epsilon,
-                               step_size=settings.step_size,
-                               num_steps=settings.pgd_eval_steps)}
+      'pgd': functools.partial(attacks.pgd, **steps)}
   metrics = {'clean_accuracy': accuracy(predict(test, key))}
+  adversarial, attackers = {}, {}
   for name, attack_fn in evaluation.items():
-    adversarial = runner.attacker(attack_fn, [classifier])(test, key)
-    metrics[f'{name}_accuracy'] = accuracy(
-        predict({'image': adversarial, 'label': test['label']}, key))
+    attackers[name] = runner.attacker(attack_fn, [classifier])
+    adversarial[name] = {'image': attackers[name](test, key),
+                         'label': test['label']}
+    outputs = predict(adversarial[name], key)
+    metrics[f'{name}_accuracy'] = accuracy(outputs)
+    metrics[f'{name}_error_confidence'] = error_confidence(outputs)
+    if name == 'pgd':  # an image resists PGD only if it resists every restart
+      robust = outputs['prediction'] == outputs['label']
+      for restart in range(1, settings.pgd_restarts):
+        restarted = predict({'image': attackers[name](
+            test, jax.random.fold_in(key, restart)), 'label': test['label']},
+                            key)
+        robust &= restarted['prediction'] == restarted['label']
+      metrics['pgd_accuracy'] = float(np.mean(robust))
+  if config.robustness.one_pixel:
+    metrics.update(_one_pixel_metrics(config, runner, classifier, attacked,
+                                      key))
+  if config.robustness.randomization:
+    defence = defences.make_defence('resize_pad', config.defence)
+    defended = runner.predictor([classifier], defence)
+    eot = runner.attacker(functools.partial(
+        attacks.eot_pgd, eot_samples=settings.eot_samples,
+        min_scale=config.defence.resize_min_scale, **steps), [classifier])
+    eot_images = {'image': eot(test, key), 'label': test['label']}
+    metrics.update({
+        'resize_pad/clean_accuracy': accuracy(defended(test, key)),
+        'resize_pad/pgd_accuracy': accuracy(defended(adversarial['pgd'], key)),
+        'resize_pad/eot_accuracy': accuracy(defended(eot_images, key))})
   return metrics
+
+
+def _one_pixel_metrics(config, runner, classifier, attacked, key):
+  subset = {k: v[:config.one_pixel.num_examples or None]
+            for k, v in attacked.items()}
+  test = splits.shard_for_process(subset)
+  settings = config.one_pixel
+  attack = runner.attacker(functools.partial(
+      attacks.one_pixel, population=settings.population,
+      generations=settings.generations, scale=settings.scale), [classifier])
+  predict = runner.predictor([classifier])
+  clean = predict(test, key)
+  outputs = predict({'image': attack(test, key), 'label': test['label']}, key)
+  right = clean['prediction'] == clean['label']
+  return {'one_pixel/clean_accuracy': accuracy(clean),
+          'one_pixel/accuracy': accuracy(outputs),
+          'one_pixel/success_rate': float(np.mean(
+              outputs['prediction'][right] != outputs['label'][right])),
+          'one_pixel/error_confidence': error_confidence(outputs)}

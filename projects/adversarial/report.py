@@ -94,6 +94,130 @@ def training_table(config: ml_collections.ConfigDict, metrics: dict,
               'pgd': f'PGD-{settings.pgd_eval_steps} accuracy'}, DIGITS))
 
 
+# Goodfellow et al. (2015), MNIST, FGSM at epsilon 0.25: (error, mean confidence).
+GOODFELLOW = {'linear': (0.999, 0.793), 'maxout': (0.894, 0.976)}
+
+
+def robustness_table(config: ml_collections.ConfigDict, metrics: dict,
+                     models: list[str], num_examples: int) -> str:
+  """results.md of robustness mode: each model attacked directly."""
+  settings = config.attack
+  columns = {'model': 'model', 'clean': 'clean accuracy',
+             'fgsm_error': 'FGSM error', 'fgsm_confidence':
+             'FGSM mean confidence when wrong', 'pgd':
+             f'PGD-{settings.pgd_eval_steps} accuracy'}
+  if config.robustness.one_pixel:
+    columns.update(one_pixel='one-pixel accuracy',
+                   one_pixel_success='one-pixel success rate')
+  if config.robustness.randomization:
+    columns.update(
+        resize_clean='resize-and-pad: clean',
+        resize_pgd='resize-and-pad: PGD unaware of it',
+        resize_eot=f'resize-and-pad: EOT-PGD ({settings.eot_samples} draws)')
+  keys = dict(clean='clean_accuracy', pgd='pgd_accuracy',
+              fgsm_confidence='fgsm_error_confidence',
+              one_pixel='one_pixel/accuracy',
+              one_pixel_success='one_pixel/success_rate',
+              resize_clean='resize_pad/clean_accuracy',
+              resize_pgd='resize_pad/pgd_accuracy',
+              resize_eot='resize_pad/eot_accuracy')
+  rows = []
+  for name in models:
+    row = {'model': name,
+           'fgsm_error': 1.0 - metrics[f'{name}/fgsm_accuracy']}
+    row.update({column: metrics[f'{name}/{key}'] for column, key in
+                keys.items() if column in columns})
+    rows.append(row)
+  anchors = '; '.join(
+      f'{name} {error:.1%} error at {confidence:.1%} mean confidence'
+      for name, (error, confidence) in GOODFELLOW.items())
+  pixel = config.one_pixel
+  return (f'Data: {config.data.name}; {config.num_steps} steps of batch '
+          f'{config.batch_size}; epsilon {settings.epsilon:.4g} (L-inf, pixels '
+          f'in [0, 1]), PGD step {settings.step_size:.4g}, random start; '
+          f'{num_examples} test images (the one-pixel attack: the first '
+          f'{pixel.num_examples or num_examples}, differential evolution '
+          f'with {pixel.population} candidates for {pixel.generations} '
+          'generations; its success rate counts the images the model '
+          'classified right).' + (
+              ' Random resize-and-pad: scale in '
+              f'[{config.defence.resize_min_scale}, 1].'
+              if config.robustness.randomization else '') + '\n\n'
+          + markdown_table(rows, columns, DIGITS) +
+          f'\nGoodfellow et al. (2015), MNIST, FGSM at 0.25: {anchors}.\n')
+
+
+def backdoor_table(config: ml_collections.ConfigDict, metrics: dict,
+                   num_test: int, num_triggered: int) -> str:
+  """results.md of backdoor mode: the clean and the backdoored model."""
+  settings = config.backdoor
+  rows = [{'model': name,
+           **{k: metrics[f'{name}/{k}'] for k in (
+               'clean_accuracy', 'triggered_accuracy',
+               'attack_success_rate')}} for name in ('clean', 'backdoored')]
+  return (f'Data: {config.data.name}; model: {settings.model}, '
+          f'{config.num_steps} steps of batch {config.batch_size}; '
+          f"{metrics['backdoor/poisoned_examples']} training images "
+          f'({settings.poison_fraction:.1%}) stamped with a '
+          f'{settings.trigger_size}x{settings.trigger_size} checkerboard and '
+          f'relabelled {settings.target_class}; clean accuracy on {num_test} '
+          f'test images, the trigger on the {num_triggered} not of class '
+          f'{settings.target_class}.\n\n' + markdown_table(rows, {
+              'model': 'model', 'clean_accuracy': 'clean accuracy',
+              'triggered_accuracy': 'accuracy with the trigger',
+              'attack_success_rate': 'attack success rate (read as '
+                                     f'{settings.target_class})'}, DIGITS))
+
+
+def reprogram_table(config: ml_collections.ConfigDict, metrics: dict,
+                    frame, cell: int) -> str:
+  """results.md of reprogram mode."""
+  settings = config.reprogram
+  side = settings.grid * cell
+  rows = [{'network': 'trained', 'accuracy': metrics[
+              'program_trained/test_accuracy']},
+          {'network': 'untrained (same architecture)',
+           'accuracy': metrics['program_random/test_accuracy']},
+          {'network': 'chance', 'accuracy': metrics[
+              'baseline/chance_accuracy']}]
+  return (f"Frozen {settings.model} trained on {config.data.name} (test "
+          f"accuracy {metrics['frozen/test_accuracy']:.3f}), frame "
+          f'{frame[0]}x{frame[1]}; new task: count 1 to '
+          f'{settings.num_classes} white squares in a {settings.grid}x'
+          f'{settings.grid} grid of {cell}x{cell} cells ({side}x{side} '
+          f'pixels, the frame\'s centre); {settings.num_train} training and '
+          f'{settings.num_test} test images; the program trained '
+          f'{settings.num_steps} steps of batch {config.batch_size}, Adam '
+          f'{settings.learning_rate}, L2 {settings.weight_decay}.\n\n'
+          + markdown_table(rows, {'network': 'frozen network',
+                                  'accuracy': 'counting test accuracy'},
+                           DIGITS))
+
+
+def plot_programs(program, programs: dict, test: dict, path: str,
+                  count: int = 6):
+  """Each program with `count` test images framed in it."""
+  import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
+  fig, axes = plt.subplots(len(programs), count, squeeze=False,
+                           figsize=(1.4 * count, 1.6 * len(programs)), dpi=100)
+  for r, (name, params) in enumerate(programs.items()):
+    framed = np.asarray(program.apply({'params': params},
+                                      test['image'][:count]))
+    for c in range(count):
+      ax = axes[r, c]
+      image = framed[c]
+      ax.imshow(image[..., 0] if image.shape[-1] == 1 else image,
+                cmap='gray' if image.shape[-1] == 1 else None, vmin=0, vmax=1)
+      ax.set_xticks([])
+      ax.set_yticks([])
+      ax.set_title(f'{test["label"][c] + 1} squares', fontsize=7)
+      if c == 0:
+        ax.set_ylabel(f'{name} network', fontsize=7)
+  fig.suptitle('adversarial programs framing the counting task', fontsize=8)
+  fig.tight_layout()
+  plots.save_figure(fig, path)
+
+
 def plot_examples(config: ml_collections.ConfigDict,
                   examples: evaluation.Examples, victim: str,
                   class_names, path: str):

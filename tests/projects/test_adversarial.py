@@ -28,7 +28,7 @@ from projects.adversarial import train
 EPSILON = 0.1
 SETTINGS = ml_collections.ConfigDict(dict(
     epsilon=EPSILON, step_size=0.025, num_steps=8, momentum=1.0,
-    diversity_prob=0.5, diversity_min_scale=0.8))
+    diversity_prob=0.5, diversity_min_scale=0.8, eot_samples=2))
 
 
 @functools.lru_cache(maxsize=None)
@@ -348,13 +348,23 @@ def test_configs_and_bad_fields():
   bad_fields = [('attack.names', 'fgsm,cw'), ('attack.epsilon', 2.0),
                 ('proxies', 'vgg:0'), ('proxies', 'resnet'),
                 ('defence.names', 'denoiser'), ('defence.median_size', 2),
-                ('mode', 'both'), ('adversarial_training.methods', 'trades')]
+                ('mode', 'both'), ('adversarial_training.methods', 'trades'),
+                ('one_pixel.population', 3), ('one_pixel.generations', 0),
+                ('one_pixel.scale', 0.0), ('attack.eot_samples', 0),
+                ('attack.pgd_restarts', 0), ('backdoor.poison_fraction', 1.0),
+                ('backdoor.model', 'vgg'), ('backdoor.trigger_size', 0),
+                ('reprogram.grid', 0), ('reprogram.num_classes', 1),
+                ('reprogram.model', 'vgg')]
   for field, value in bad_fields:
     config = config_lib.get_config()
     section, _, name = field.rpartition('.')
     (config[section] if section else config)[name] = value
     with pytest.raises(errors.ConfigError, match=name):
       config_lib.validate(config)
+  with pytest.raises(errors.ConfigError, match='config.models'):
+    config = config_lib.get_config('robustness')
+    config.models = ''
+    config_lib.validate(config)
   with pytest.raises(errors.ConfigError, match='unknown adversarial config'):
     config_lib.get_config('imagenet')
 
