@@ -42,7 +42,7 @@ def compare(config, workdir: str, names) -> list[dict]:
     rows.append({
         'method': name,
         'strength': (method_config[name].strength
-                     if name in methods.REGULARIZERS else None),
+                     if name in methods.WITH_STRENGTH else None),
         **{k: result.metrics[k] for k in ('acc', 'bwt', 'fwt')},
         'final': ' / '.join(f'{a:.3f}' for a in matrix[-1]),
         'matrix': matrix, 'seconds': round(time.perf_counter() - started)})

@@ -11,7 +11,8 @@ Variants (`--config=projects/lifelong/config.py:VARIANT`):
                   head on a shared output layer (task-incremental).
 
 Pick the method with --config.method=NAME (finetune, multitask, ewc, mas, si,
-rwalk, scp, agem) and its strength with --config.NAME.strength=...; switch
+rwalk, scp, agem, gem, lwf, packnet) and its strength with
+--config.NAME.strength=... (the regularizers and lwf); switch
 the data to TFDS with --config.tasks.source=tfds (tasks.tfds_name='mnist').
 """
 
@@ -68,6 +69,16 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
                                               num_projections=64))
   config.agem = ml_collections.ConfigDict(dict(
       memory_per_task=100, memory_batch_size=64))
+  # GEM: one gradient per earlier task on all of its memory; margin is the
+  # dual variables' floor (v >= margin), 0.5 as in the paper's code.
+  config.gem = ml_collections.ConfigDict(dict(memory_per_task=100,
+                                              margin=0.5))
+  # LwF: strength x KL of the previous model's outputs at temperature T.
+  config.lwf = ml_collections.ConfigDict(dict(strength=3.0, temperature=2.0))
+  # PackNet: after each task, prune this fraction of the free weights of every
+  # layer, then retrain the kept ones for the task's last retrain_steps steps.
+  config.packnet = ml_collections.ConfigDict(dict(prune_fraction=0.5,
+                                                  retrain_steps=50))
 
   # Adam restarted at every task.
   config.optimizer.name = 'adam'
@@ -94,6 +105,8 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     config.log_every = 200
     config.agem.memory_per_task = 256
     config.agem.memory_batch_size = 128
+    config.gem.memory_per_task = 256
+    config.packnet.retrain_steps = 100
     # Strengths picked on rotated MNIST among 2-3 values each (see README).
     config.ewc.strength = 2000.0
     config.mas.strength = 1.0
@@ -130,7 +143,7 @@ def validate(config: ml_collections.ConfigDict):
   if config.method not in methods.METHODS:
     raise ConfigError(f'config.method={config.method!r}: choose one of '
                       f'{methods.METHODS}')
-  if config.method in methods.REGULARIZERS:
+  if config.method in methods.WITH_STRENGTH:
     strength = config[config.method].strength
     if not strength >= 0:
       raise ConfigError(f'config.{config.method}.strength={strength} must be '
@@ -150,3 +163,26 @@ def validate(config: ml_collections.ConfigDict):
                                   config.agem.memory_batch_size <= 0):
     raise ConfigError('config.agem.memory_per_task and memory_batch_size must '
                       'be > 0')
+  gem = config.gem
+  if not isinstance(gem.memory_per_task, int) or gem.memory_per_task <= 0:
+    raise ConfigError(f'config.gem.memory_per_task={gem.memory_per_task!r} '
+                      'must be a positive integer')
+  if not gem.margin >= 0:
+    raise ConfigError(f'config.gem.margin={gem.margin} must be >= 0')
+  if (config.method == 'gem'
+      and tasks.num_tasks - 1 > methods.MAX_GEM_CONSTRAINTS):
+    raise ConfigError(f'tasks.num_tasks={tasks.num_tasks}: GEM solves its QP '
+                      f'exactly for at most {methods.MAX_GEM_CONSTRAINTS + 1} '
+                      'tasks')
+  if not config.lwf.temperature > 0:
+    raise ConfigError(f'config.lwf.temperature={config.lwf.temperature} must '
+                      'be > 0')
+  packnet = config.packnet
+  if not 0 < packnet.prune_fraction < 1:
+    raise ConfigError(f'config.packnet.prune_fraction={packnet.prune_fraction}'
+                      ' must lie in (0, 1)')
+  if (not isinstance(packnet.retrain_steps, int)
+      or not 0 < packnet.retrain_steps < config.steps_per_task):
+    raise ConfigError(f'config.packnet.retrain_steps={packnet.retrain_steps!r}'
+                      ' must be an integer in [1, steps_per_task='
+                      f'{config.steps_per_task})')

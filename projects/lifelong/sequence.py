@@ -2,7 +2,8 @@
 
 Loop step s trains task (s - 1) // steps_per_task: the first step of a task
 restarts the optimizer, the last one estimates the method's importance and
-evaluates every task (a row of the accuracy matrix). That bookkeeping lives
+evaluates every task (a row of the accuracy matrix); PackNet prunes before the
+task's last `packnet.retrain_steps` steps. That bookkeeping lives
 in the state pytree and every batch is a pure function of s, so a run killed
 at any step resumes exactly, in the task where it stopped.
 """
@@ -36,7 +37,7 @@ def _local_share(count: int) -> int:
 
 
 class TaskSequence:
-  """Data, jitted steps, A-GEM's memory and evaluation of one run.
+  """Data, jitted steps, A-GEM's and GEM's memory and evaluation of one run.
 
   Every process holds its own share of every task and draws its share of
   each global batch from it.
@@ -57,6 +58,9 @@ class TaskSequence:
         if config.method in IMPORTANCE_METHODS else None)
     self.end_task_step = state_lib.make_end_task(config, mesh)
     self.restart_optimizer = state_lib.make_restart_optimizer(self.tx, mesh)
+    if config.method == 'packnet':
+      self.prune = state_lib.make_packnet_prune(config, mesh)
+      self.task_params = state_lib.make_task_params(mesh)
 
     def eval_fn(params, model_state, batch):
       del model_state
@@ -64,15 +68,26 @@ class TaskSequence:
       return {'accuracy': (jnp.argmax(logits, -1) == batch['label']).astype(
           jnp.float32)}
 
-    self.evaluator = steps_lib.Evaluator(
-        eval_fn, {f'task{j}': splits.shard_for_process(t)
-                  for j, t in enumerate(test_tasks)}, self.local_batch, mesh)
+    self.eval_step = steps_lib.make_eval_step(eval_fn, mesh)
+    self.test_tasks = [splits.shard_for_process(t) for t in test_tasks]
     self._current = (None, None, None)  # (task, its training source, memory)
 
-  def accuracies(self, train: train_state_lib.TrainState) -> np.ndarray:
-    """[T] accuracy on every task's test set."""
-    return np.array([r['accuracy'] for r in self.evaluator(train).values()],
-                    np.float32)
+  def accuracies(self, train: train_state_lib.TrainState,
+                 owners=None) -> np.ndarray:
+    """[T] accuracy on every task's test set; with PackNet's `owners`, task j's
+    with the weights of tasks 0..j only."""
+    result = []
+    for j, data in enumerate(self.test_tasks):
+      model = train
+      if owners is not None:
+        model = train.replace(params=self.task_params(train.params, owners,
+                                                      np.int32(j)))
+      batches = batches_lib.eval_batches(
+          data, self.local_batch,
+          batches_lib.eval_batch_count(data, self.local_batch))
+      result.append(steps_lib.evaluate(self.eval_step, model, batches,
+                                       self.mesh)['accuracy'])
+    return np.array(result, np.float32)
 
   def init(self) -> state_lib.LifelongState:
     train = train_state_lib.create_train_state(
@@ -88,13 +103,15 @@ class TaskSequence:
     task = (step - 1) // per_task
     if step > 1 and (step - 1) % per_task == 0:
       state = self.restart_optimizer(state)
+    if (self.config.method == 'packnet' and (step - 1) % per_task
+        == per_task - self.config.packnet.retrain_steps):
+      state = self.prune(state, np.int32(task))
     source, memory = self._task_data(task)
     batch = batches_lib.train_batch(source, self.local_batch, step - 1,
                                     self.config.seed)
     state, metrics = self.train_step(
         state, mesh_lib.shard_batch(batch, self.mesh),
-        mesh_lib.shard_batch(self._memory_batch(memory, source, step),
-                             self.mesh))
+        self._memory_batch(memory, source, step))
     if step % per_task == 0:
       state = self._end_task(state, task)
     return state, {**metrics, 'task': task}
@@ -119,18 +136,30 @@ class TaskSequence:
     return self.train_tasks[task]
 
   def _memory(self, task: int) -> dict | None:
-    """A-GEM's memory while training `task`: a fixed sample of each earlier task."""
-    if self.config.method != 'agem' or task == 0:
+    """The episodic memory while training `task`: a sample of each earlier task.
+
+    A-GEM's is one pool (None before task 1); GEM's is sharded on the
+    device, one slot per earlier task, slots from `task` on zeros.
+    """
+    method = self.config.method
+    if method not in methods.MEMORY_METHODS or (method == 'agem' and task == 0):
       return None
-    size = _local_share(self.config.agem.memory_per_task)
-    return _concat([splits.random_subset(t, size,
-                                         self.config.seed + 1000 * (i + 1))
-                    for i, t in enumerate(self.train_tasks[:task])])
+    size = _local_share(self.config[method].memory_per_task)
+    samples = [splits.random_subset(t, size, self.config.seed + 1000 * (i + 1))
+               for i, t in enumerate(self.train_tasks)]
+    if method == 'agem':
+      return _concat(samples[:task])
+    slots = [s if i < task else jax.tree.map(np.zeros_like, s)
+             for i, s in enumerate(samples[:-1])]
+    sharding = state_lib.memory_sharding(self.config, self.mesh)
+    return {k: jax.make_array_from_process_local_data(
+        sharding, np.stack([s[k] for s in slots])) for k in slots[0]}
 
   def _memory_batch(self, memory, source, step: int) -> dict | None:
-    """A-GEM's memory sample for `step`; before any memory, zero-weighted examples."""
+    """A-GEM's memory sample for `step` (before any memory, zero-weighted
+    examples), or GEM's whole memory."""
     if self.config.method != 'agem':
-      return None
+      return memory
     size = batches_lib.local_batch_size(self.config.agem.memory_batch_size)
     rng = np.random.default_rng((self.config.seed, 7, step))
     pool = source if memory is None else memory  # same shapes either way
@@ -138,7 +167,7 @@ class TaskSequence:
     picked = batches_lib.gather(pool, rng.choice(count, size,
                                                  replace=size > count))
     picked['weight'] = np.full(size, float(memory is not None), np.float32)
-    return picked
+    return mesh_lib.shard_batch(picked, self.mesh)
 
   def _importance_sums(self, params, task: int):
     """(sum, count) over `importance_examples` of the task's training data."""
@@ -165,5 +194,6 @@ class TaskSequence:
     sums, count = None, np.float32(1)
     if self.importance_step is not None:
       sums, count = self._importance_sums(state.train.params, task)
+    owners = state.owners if self.config.method == 'packnet' else None
     return self.end_task_step(state, sums, count, np.int32(task),
-                              self.accuracies(state.train))
+                              self.accuracies(state.train, owners))

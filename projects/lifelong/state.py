@@ -4,6 +4,7 @@ One train step serves every task: the anchor, importances and running sums
 are fields of its (donated) state, not constants, so nothing recompiles
 between tasks. The accuracy matrix and the untrained model's accuracies are
 fields too, so a checkpoint at any step holds everything the run needs.
+The step knows its task from the state's step count (steps_per_task each).
 """
 
 from typing import Any
@@ -28,6 +29,7 @@ class LifelongState:
   tracks: dict  # running sums along training: SI/RWalk 'path', RWalk 'fisher', 'score'
   matrix: jax.Array  # [T, T]: R[i, j], accuracy on task j after task i
   random_init: jax.Array  # [T]: the untrained model's accuracy on each task
+  owners: Any  # PackNet: each weight's task (methods.FREE: none yet); else {}
 
 
 def initial_state(config, train: train_state_lib.TrainState, random_init,
@@ -39,24 +41,39 @@ def initial_state(config, train: train_state_lib.TrainState, random_init,
 
   def start(train, random_init):
     params = train.params
+    owners = {}
+    if config.method == 'packnet':
+      owners = jax.tree.map(
+          lambda p: jnp.full(p.shape, methods.FREE, jnp.int32), params)
     return LifelongState(
         train=train, anchor=jax.tree.map(jnp.copy, params),
         importance=otu.tree_zeros_like(params),
         tracks={name: otu.tree_zeros_like(params) for name in names},
-        matrix=jnp.zeros((num_tasks, num_tasks)), random_init=random_init)
+        matrix=jnp.zeros((num_tasks, num_tasks)), random_init=random_init,
+        owners=owners)
 
   return jax.jit(start, out_shardings=mesh_lib.replicated(mesh))(
       train, np.asarray(random_init, np.float32))
+
+
+def memory_sharding(config, mesh):
+  """GEM's memory [slot, example, ...] splits its examples over 'data'."""
+  if config.method == 'gem':
+    return jax.sharding.NamedSharding(mesh, jax.P(None, mesh_lib.DATA_AXIS))
+  return mesh_lib.batch_sharding(mesh)
 
 
 def make_train_step(config, apply_fn, tx, mesh):
   """step(state, batch, memory_batch) -> (state, metrics), jitted once for all tasks.
 
   `memory_batch` is A-GEM's sample of the episodic memory, with a per-example
-  'weight' (0 while there is no memory yet); the other methods pass None.
+  'weight' (0 while there is no memory yet), or GEM's whole memory, one slot
+  per earlier task ([T - 1, memory_per_task, ...]; slots from the current
+  task on are unused); the other methods pass None.
   """
   method = config.method
-  strength = config[method].strength if method in methods.REGULARIZERS else 0.0
+  per_task = config.steps_per_task
+  strength = config[method].strength if method in methods.WITH_STRENGTH else 0.0
 
   def task_loss(params, batch):
     logits = methods.masked_logits(apply_fn, params, batch)
@@ -66,6 +83,7 @@ def make_train_step(config, apply_fn, tx, mesh):
 
   def step(state: LifelongState, batch, memory_batch):
     train = state.train
+    task = train.step // per_task
     (loss, accuracy), grads = jax.value_and_grad(task_loss, has_aux=True)(
         train.params, batch)
     metrics = {'loss': loss, 'accuracy': accuracy}
@@ -84,8 +102,36 @@ def make_train_step(config, apply_fn, tx, mesh):
       metrics['memory_conflict'] = (
           otu.tree_vdot(grads, memory_grads) < 0).astype(jnp.float32)
       total = methods.agem_project(grads, memory_grads)
+    elif method == 'gem':
+      earlier = jnp.arange(config.tasks.num_tasks - 1) < task
+      slot_grad = jax.grad(lambda p, b: task_loss(p, b)[0])
+
+      def earlier_task_grad(slot_and_earlier):
+        slot, is_earlier = slot_and_earlier
+        return jax.lax.cond(is_earlier, lambda: slot_grad(train.params, slot),
+                            lambda: otu.tree_zeros_like(train.params))
+
+      task_grads = jax.lax.map(earlier_task_grad, (memory_batch, earlier))
+      total, conflict = methods.gem_project(grads, task_grads, earlier,
+                                            config.gem.margin)
+      metrics['memory_conflict'] = conflict.astype(jnp.float32)
+    elif method == 'lwf':  # no old model before the first task ends
+      distill, distill_grads = jax.value_and_grad(methods.distillation_loss,
+                                                  argnums=1)(
+          apply_fn, train.params, state.anchor, batch['input'],
+          config.lwf.temperature)
+      weight = strength * (task > 0)
+      total = otu.tree_add_scale(grads, weight, distill_grads)
+      metrics['penalty'] = weight * distill
     updates, opt_state = tx.update(total, train.opt_state, train.params)
     params = optax.apply_updates(train.params, updates)
+    if method == 'packnet':  # only the free weights, or the task's once pruned
+      retrain_from = per_task - config.packnet.retrain_steps
+      trainer = jnp.where(train.step % per_task >= retrain_from, task,
+                          methods.FREE)
+      params = jax.tree.map(
+          lambda new, old, owner: jnp.where(owner == trainer, new, old),
+          params, train.params, state.owners)
 
     tracks = dict(state.tracks)
     moved = otu.tree_sub(params, train.params)
@@ -105,9 +151,9 @@ def make_train_step(config, apply_fn, tx, mesh):
     return state.replace(train=train, tracks=tracks), metrics
 
   replicated = mesh_lib.replicated(mesh)
-  batched = mesh_lib.batch_sharding(mesh)
   return jax.jit(step, donate_argnums=0,
-                 in_shardings=(replicated, batched, batched),
+                 in_shardings=(replicated, mesh_lib.batch_sharding(mesh),
+                               memory_sharding(config, mesh)),
                  out_shardings=(replicated, replicated))
 
 
@@ -172,4 +218,22 @@ def make_restart_optimizer(tx, mesh):
   """state -> state with a fresh optimizer state (Adam restarts at every task)."""
   return jax.jit(lambda s: s.replace(train=s.train.replace(
       opt_state=tx.init(s.train.params))), donate_argnums=0,
+                 out_shardings=mesh_lib.replicated(mesh))
+
+
+def make_packnet_prune(config, mesh):
+  """prune(state, task) -> state: PackNet gives `task` its kept weights."""
+  def prune(state: LifelongState, task):
+    params, owners = methods.packnet_prune(
+        state.train.params, state.owners, task, config.packnet.prune_fraction)
+    return state.replace(train=state.train.replace(params=params),
+                         owners=owners)
+
+  return jax.jit(prune, donate_argnums=0,
+                 out_shardings=mesh_lib.replicated(mesh))
+
+
+def make_task_params(mesh):
+  """(params, owners, task) -> the weights PackNet evaluates `task` with."""
+  return jax.jit(methods.packnet_task_params,
                  out_shardings=mesh_lib.replicated(mesh))

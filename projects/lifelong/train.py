@@ -44,8 +44,11 @@ def train_and_evaluate(config: ml_collections.ConfigDict,
   """Trains config.method over the task sequence; resumes from `workdir`."""
   config_lib.validate(config)
   mesh = mesh_lib.make_mesh(config.num_devices)
-  for name, size in (('batch_size', config.batch_size),
-                     ('agem.memory_batch_size', config.agem.memory_batch_size)):
+  sizes = {'batch_size': config.batch_size,
+           'agem.memory_batch_size': config.agem.memory_batch_size}
+  if config.method == 'gem':  # each slot's examples split over the devices
+    sizes['gem.memory_per_task'] = config.gem.memory_per_task
+  for name, size in sizes.items():
     if size % mesh.size:
       raise ConfigError(f'config.{name}={size} must be a multiple of the '
                         f'number of devices ({mesh.size})')

@@ -241,7 +241,9 @@ def test_bad_configs_fail_clearly(tmp_path):
   assert not os.path.exists(tmp_path / 'run' / 'checkpoints')
 
 
-RESUMED = ('rwalk',)  # the most state: anchor, importance and three running sums
+# The most state: RWalk's anchor, importance and three running sums; PackNet's
+# owners, changed within a task.
+RESUMED = ('rwalk', 'packnet')
 
 
 def _small_config(method):
@@ -255,6 +257,8 @@ def _small_config(method):
   # Milder than the defaults (tuned for 5 tasks), so this small MLP learns both.
   config.ewc.strength, config.mas.strength, config.si.strength = 300.0, 10.0, 10.0
   config.rwalk.strength, config.scp.strength = 10.0, 1e4
+  config.lwf.strength = 10.0  # permuted inputs: the old outputs need weight
+  config.packnet.prune_fraction, config.packnet.retrain_steps = 0.3, 20
   if method in RESUMED:  # mid-task checkpoints too, the first one in task 0
     config.checkpoint_every = 50
     config.keep_checkpoints = 4
@@ -264,12 +268,20 @@ def _small_config(method):
   return config
 
 
-def _accuracies(config, params, test_tasks) -> list[float]:
-  """Each test task's accuracy of `params`, computed here from the model."""
+def _accuracies(config, params, test_tasks, owners=None) -> list[float]:
+  """Each test task's accuracy of `params`, computed here from the model.
+
+  With PackNet's `owners`, task j drops the weights of the tasks after j.
+  """
   model = models.MLP(tuple(config.model.features), num_outputs=10)
   accuracies = []
-  for task in test_tasks:
-    logits = np.asarray(model.apply({'params': params}, task['input']))
+  for j, task in enumerate(test_tasks):
+    weights = params
+    if owners is not None:
+      weights = jax.tree.map(
+          lambda w, o, j=j: np.where((o > j) & (o != methods.FREE), 0.0, w),
+          params, owners)
+    logits = np.asarray(model.apply({'params': weights}, task['input']))
     logits = np.where(task['class_mask'] > 0, logits, -np.inf)
     accuracies.append(float(np.mean(logits.argmax(-1) == task['label'])))
   return accuracies
@@ -300,8 +312,9 @@ def test_each_method_learns_its_tasks(runs, method):
   # The last row is the final model's accuracy on each task, as reported.
   config = _small_config(method)
   _, test_tasks = tasks.make_tasks(config)
-  final = _accuracies(config, jax.device_get(result.state.train.params),
-                      test_tasks)
+  params, owners = jax.device_get((result.state.train.params,
+                                   result.state.owners))
+  final = _accuracies(config, params, test_tasks, owners or None)
   np.testing.assert_allclose(matrix[-1], final, atol=1e-6)
   np.testing.assert_allclose(
       [result.metrics['task0/accuracy'], result.metrics['task1/accuracy']],
@@ -312,9 +325,10 @@ def test_each_method_learns_its_tasks(runs, method):
 
 
 def test_methods_agree_until_the_first_task_ends(runs):
-  # Same initialization and batches; no penalty, memory or union before task 1.
+  # Same initialization and batches; no penalty, memory, old model or union
+  # before task 1 (PackNet prunes within task 0).
   rows = {m: np.asarray(jax.device_get(r.state.matrix))[0]
-          for m, (_, r) in runs.items()}
+          for m, (_, r) in runs.items() if m != 'packnet'}
   for method, row in rows.items():
     np.testing.assert_allclose(row, rows['finetune'], atol=1e-6,
                                err_msg=method)
@@ -325,8 +339,9 @@ def test_methods_forget_less_than_finetuning(runs):
       'matrix'][1][0] for m, (w, _) in runs.items()}
   # Permuted pixels share nothing, so plain fine-tuning loses much of task 0.
   assert after['finetune'] < 0.7, after
-  for method in ('multitask', 'ewc', 'mas', 'rwalk', 'scp', 'agem'):
-    assert after[method] > after['finetune'] + 0.1, after
+  for method in ('multitask', 'ewc', 'mas', 'rwalk', 'scp', 'agem', 'gem',
+                 'lwf', 'packnet'):
+    assert after[method] > after['finetune'] + 0.1, (method, after)
 
 
 @pytest.mark.parametrize('method', RESUMED)
@@ -348,12 +363,16 @@ def test_resume_in_an_earlier_task_ends_like_an_uninterrupted_run(
     np.testing.assert_allclose(resumed.metrics[name], result.metrics[name])
 
 
-def test_sharded_step_equals_one_device():
-  config = _small_config('agem')  # A-GEM: two sharded batches, one projection
+@pytest.mark.parametrize('method', ['agem', 'gem'])
+def test_sharded_step_equals_one_device(method):
+  config = _small_config(method)  # two sharded batches, one projection
   train_tasks, _ = tasks.make_tasks(config)
   batch = {k: v[:64] for k, v in train_tasks[0].items()}
   memory = {k: v[64:128] for k, v in train_tasks[0].items()}
-  memory['weight'] = np.ones(64, np.float32)
+  if method == 'agem':
+    memory['weight'] = np.ones(64, np.float32)
+  else:  # GEM's one slot (2 tasks), its examples sharded; a conflicting task
+    memory = {k: v[None, 64:128] for k, v in train_tasks[1].items()}
   model = models.MLP(tuple(config.model.features), num_outputs=10)
   apply_fn = lambda params, x: model.apply({'params': params}, x)
   tx = optim.make_optimizer(config.optimizer, config.steps_per_task)
@@ -364,9 +383,16 @@ def test_sharded_step_equals_one_device():
     state = state_lib.initial_state(config, train_state.create_train_state(
         model, tx, batch['input'][:1], jax.random.key(0), mesh), [0.1, 0.1],
                                     mesh)
+    # In task 1, where GEM's slot holds an earlier task.
+    state = state.replace(train=state.train.replace(
+        step=state.train.step + config.steps_per_task))
+    sharding = state_lib.memory_sharding(config, mesh)
     for _ in range(3):
-      state, step_metrics = step(state, mesh_lib.shard_batch(batch, mesh),
-                                 mesh_lib.shard_batch(memory, mesh))
+      state, step_metrics = step(
+          state, mesh_lib.shard_batch(batch, mesh),
+          jax.tree.map(lambda x, s=sharding: jax.device_put(x, s), memory))
     outputs.append(jax.device_get((state.replace(train=state.train.replace(
         key=None)), step_metrics)))
   chex.assert_trees_all_close(outputs[0], outputs[1], rtol=1e-4, atol=1e-6)
+  if method == 'gem':  # the last step solved the QP
+    assert outputs[0][1]['memory_conflict'] == 1.0
