@@ -30,23 +30,17 @@ import jax
 import jax.numpy as jnp
 import optax
 
+from lib import attacks as lib_attacks
 from lib.errors import ConfigError
 
 ATTACKS = ('fgsm', 'ifgsm', 'pgd', 'mifgsm', 'dim_mifgsm', 'eot_pgd')
-LogitsFn = Callable[[jax.Array], jax.Array]
+LogitsFn = lib_attacks.LogitsFn
 
 
 def ensemble(logits_fns: Sequence[LogitsFn]) -> LogitsFn:
   """One surrogate from several: the mean of their logits (Liu et al. 2017)."""
   logits_fns = tuple(logits_fns)
   return lambda images: sum(f(images) for f in logits_fns) / len(logits_fns)
-
-
-def project(adversarial: jax.Array, images: jax.Array,
-            epsilon: float) -> jax.Array:
-  """The nearest point of the L-inf ball of radius epsilon around `images` and of [0, 1]."""
-  adversarial = jnp.clip(adversarial, images - epsilon, images + epsilon)
-  return jnp.clip(adversarial, 0.0, 1.0)
 
 
 def random_resize_and_pad(key, images: jax.Array, *, min_scale: float = 0.8,
@@ -74,20 +68,6 @@ def random_resize_and_pad(key, images: jax.Array, *, min_scale: float = 0.8,
   return jnp.where(apply, resized, images)
 
 
-def _loss_gradient(logits_fn, adversarial, labels, targets):
-  """d loss / d images, where the attack ascends loss."""
-
-  def loss(x):
-    logits = logits_fn(x)
-    if targets is None:
-      return optax.softmax_cross_entropy_with_integer_labels(
-          logits, labels).sum()
-    return -optax.softmax_cross_entropy_with_integer_labels(
-        logits, targets).sum()
-
-  return jax.grad(loss)(adversarial)
-
-
 def iterative_attack(logits_fn: LogitsFn, images: jax.Array,
                      labels: jax.Array, key: jax.Array, *, epsilon: float,
                      step_size: float, num_steps: int,
@@ -96,49 +76,20 @@ def iterative_attack(logits_fn: LogitsFn, images: jax.Array,
                      diversity_min_scale: float = 0.8,
                      eot_samples: int = 1,
                      targets: jax.Array | None = None) -> jax.Array:
-  """The general signed-gradient attack every named attack is a setting of.
+  """lib.attacks.iterative_attack on images in [0, 1], every named attack a setting of it.
 
-  momentum > 0 accumulates g = momentum * g + grad / ||grad||_1 (per example)
-  and steps along sign(g) (MI-FGSM); diversity_prob > 0 takes each gradient
-  through `random_resize_and_pad` (DIM), averaged over `eot_samples`
-  independent draws (EOT). Returns images in the epsilon ball around `images`
-  and in [0, 1].
+  diversity_prob > 0 takes each gradient through `random_resize_and_pad`
+  (DIM), averaged over `eot_samples` independent draws (EOT).
   """
-  start_key, loop_key = jax.random.split(key)
-  adversarial = images
-  if random_start:
-    adversarial = project(images + jax.random.uniform(
-        start_key, images.shape, images.dtype, -epsilon, epsilon), images,
-                          epsilon)
-
-  def surrogate(x, step_key):
-    if diversity_prob:
-      x = random_resize_and_pad(step_key, x, min_scale=diversity_min_scale,
-                                prob=diversity_prob)
-    return logits_fn(x)
-
-  def step(i, carry):
-    adversarial, velocity = carry
-    def gradient(step_key):
-      return _loss_gradient(functools.partial(surrogate, step_key=step_key),
-                            adversarial, labels, targets)
-
-    step_key = jax.random.fold_in(loop_key, i)
-    if eot_samples == 1:
-      grad = gradient(step_key)
-    else:
-      grad = jax.vmap(gradient)(jax.random.split(step_key, eot_samples)).mean(0)
-    if momentum:
-      l1 = jnp.abs(grad).sum(axis=tuple(range(1, grad.ndim)), keepdims=True)
-      velocity = momentum * velocity + grad / jnp.maximum(l1, 1e-12)
-      grad = velocity
-    adversarial = project(adversarial + step_size * jnp.sign(grad), images,
-                          epsilon)
-    return adversarial, velocity
-
-  adversarial, _ = jax.lax.fori_loop(
-      0, num_steps, step, (adversarial, jnp.zeros_like(images)))
-  return adversarial
+  transform = None
+  if diversity_prob:
+    transform = functools.partial(random_resize_and_pad,
+                                  min_scale=diversity_min_scale,
+                                  prob=diversity_prob)
+  return lib_attacks.iterative_attack(
+      logits_fn, images, labels, key, epsilon=epsilon, step_size=step_size,
+      num_steps=num_steps, random_start=random_start, momentum=momentum,
+      transform=transform, eot_samples=eot_samples, targets=targets)
 
 
 def fgsm(logits_fn, images, labels, key, *, epsilon: float, targets=None):

@@ -90,6 +90,12 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   config.optimizer.schedule = 'cosine'
   config.optimizer.warmup_steps = 200
   config.attention_plot = ml_collections.ConfigDict(dict(utterances=3))
+  # PGD on the test waveforms after training (waveform_attack.py); () = off.
+  config.attack = ml_collections.ConfigDict(dict(
+      epsilons=(),  # L-inf budgets on samples in [-1, 1], e.g. (0.001, 0.004)
+      num_steps=10,  # of epsilon / 4, from a random start
+      num_examples=0,  # the first test recordings attacked (0: all)
+      batch_size=50))
   config.tour.metric = 'test/accuracy'
   config.tour.mode = 'max'
   config.tour.target = 0.99
@@ -139,6 +145,19 @@ def validate(config: ml_collections.ConfigDict):
   require(data.source != 'course' or data.task == 'speaker',
           "config.data.task='digit' needs recordings: the course's folder "
           'has speaker labels only')
+  attack = config.attack
+  require(all(0 < e <= 1 for e in attack.epsilons),
+          f'config.attack.epsilons={attack.epsilons!r}: each must be in '
+          '(0, 1] (samples are in [-1, 1])')
+  require(not attack.epsilons or data.source != 'course',
+          'config.attack.epsilons needs recordings: the course folder has '
+          'features only')
+  for name in ('num_steps', 'batch_size'):
+    require(isinstance(attack[name], int) and attack[name] > 0,
+            f'config.attack.{name}={attack[name]!r} must be a positive '
+            'integer')
+  require(attack.num_examples >= 0,
+          f'config.attack.num_examples={attack.num_examples} must be >= 0')
   for name in ('n_mels', 'max_frames', 'segment_frames', 'test_takes',
                'synthetic_speakers', 'synthetic_takes'):
     require(isinstance(data[name], int) and data[name] > 0,

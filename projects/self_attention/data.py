@@ -21,6 +21,7 @@ are padding, which the model masks out.
 """
 
 import dataclasses
+import functools
 import json
 import os
 import re
@@ -119,24 +120,54 @@ def log_mel_features(recordings: Recordings,
   equal-length (zero-padded) waveforms; frames past a recording's own end
   are padding and 'length' stops before them.
   """
-  hop = int(round(data.hop_ms * recordings.sample_rate / 1000))
-  window = int(round(data.window_ms * recordings.sample_rate / 1000))
-  samples = (data.max_frames - 1) * hop + window
-  log_mel = jax.jit(lambda waves: audio.log_mel_spectrogram(
-      waves, sample_rate=recordings.sample_rate, frame_length=window,
-      frame_step=hop, num_mels=data.n_mels))
+  hop, window, samples = frame_geometry(data, recordings.sample_rate)
+  log_mel = jax.jit(log_mel_fn(data, recordings.sample_rate))
   chunk = 256
   mels = []
   for start in range(0, len(recordings.waves), chunk):
-    waves = np.zeros((chunk, samples), np.float32)
-    for row, wave in enumerate(recordings.waves[start:start + chunk]):
-      wave = wave[:samples]
-      waves[row, :len(wave)] = wave
+    waves, _ = padded_waves(recordings.waves[start:start + chunk], samples,
+                            rows=chunk)
     mels.append(np.asarray(log_mel(waves)))
   mel = np.concatenate(mels)[:len(recordings.waves), :data.max_frames]
   sizes = np.array([min(len(w), samples) for w in recordings.waves])
-  length = np.clip(1 + (sizes - window) // hop, 1, data.max_frames)
-  return {'mel': mel.astype(np.float32), 'length': length.astype(np.int32)}
+  return {'mel': mel.astype(np.float32),
+          'length': frame_count(sizes, data, recordings.sample_rate)}
+
+
+def frame_geometry(data: ml_collections.ConfigDict,
+                   sample_rate: int) -> tuple[int, int, int]:
+  """(hop, window, samples): samples is what max_frames frames cover."""
+  hop = int(round(data.hop_ms * sample_rate / 1000))
+  window = int(round(data.window_ms * sample_rate / 1000))
+  return hop, window, (data.max_frames - 1) * hop + window
+
+
+def log_mel_fn(data: ml_collections.ConfigDict, sample_rate: int):
+  """waves [B, samples] -> log-mel frames [B, frames, n_mels] (frames >= max_frames)."""
+  hop, window, _ = frame_geometry(data, sample_rate)
+  return functools.partial(audio.log_mel_spectrogram, sample_rate=sample_rate,
+                           frame_length=window, frame_step=hop,
+                           num_mels=data.n_mels)
+
+
+def frame_count(sizes: np.ndarray, data: ml_collections.ConfigDict,
+                sample_rate: int) -> np.ndarray:
+  """The valid frames of recordings of `sizes` samples (at least 1)."""
+  hop, window, _ = frame_geometry(data, sample_rate)
+  return np.clip(1 + (sizes - window) // hop, 1,
+                 data.max_frames).astype(np.int32)
+
+
+def padded_waves(waves: list[np.ndarray], samples: int,
+                 rows: int = 0) -> tuple[np.ndarray, np.ndarray]:
+  """([max(rows, N), samples] zero-padded or cut waves, their sizes [N])."""
+  out = np.zeros((max(rows, len(waves)), samples), np.float32)
+  sizes = np.zeros(len(waves), np.int32)
+  for row, wave in enumerate(waves):
+    wave = wave[:samples]
+    out[row, :len(wave)] = wave
+    sizes[row] = len(wave)
+  return out, sizes
 
 
 def _read_course_feature(directory: str, relative: str) -> np.ndarray:
@@ -198,14 +229,19 @@ def load_course_folder(directory: str, max_frames: int
   return {'mel': mel, 'length': length, 'label': labels}, tuple(names)
 
 
+def frame_statistics(train: dict) -> tuple[np.ndarray, np.ndarray]:
+  """The mean and standard deviation (+1e-5) of the valid training frames."""
+  valid = np.arange(train['mel'].shape[1]) < train['length'][:, None]
+  frames = train['mel'][valid]
+  return frames.mean(0), frames.std(0) + 1e-5
+
+
 def standardize(train: dict, *others: dict) -> list[dict]:
   """Every split's valid frames scaled by the training frames' mean and std.
 
   Padding stays zero.
   """
-  valid = np.arange(train['mel'].shape[1]) < train['length'][:, None]
-  frames = train['mel'][valid]
-  mean, std = frames.mean(0), frames.std(0) + 1e-5
+  mean, std = frame_statistics(train)
   out = []
   for split in (train, *others):
     keep = (np.arange(split['mel'].shape[1]) <
@@ -216,11 +252,22 @@ def standardize(train: dict, *others: dict) -> list[dict]:
 
 
 @dataclasses.dataclass
+class Waves:
+  """The test recordings as waveforms, for attacks on the waveform itself."""
+  wave: np.ndarray  # [N, samples], zero-padded
+  size: np.ndarray  # [N] samples of each recording
+  sample_rate: int
+  mean: np.ndarray  # the training frames' statistics (standardize)
+  std: np.ndarray
+
+
+@dataclasses.dataclass
 class Splits:
   train: dict[str, np.ndarray]
   test: dict[str, np.ndarray]  # the held-out validation part for the course
   class_names: tuple[str, ...]
   test_name: str = 'test'
+  test_waves: Waves | None = None  # recording sources only
 
 
 def load(data: ml_collections.ConfigDict, seed: int) -> Splits:
@@ -248,6 +295,12 @@ def load(data: ml_collections.ConfigDict, seed: int) -> Splits:
     raise DataError(f'config.data.test_takes={data.test_takes} leaves an '
                     f'empty split (takes {recordings.index.min()} to '
                     f'{recordings.index.max()})')
-  train, test = standardize(splits.take(features, np.flatnonzero(~is_test)),
-                            splits.take(features, np.flatnonzero(is_test)))
-  return Splits(train, test, names)
+  train = splits.take(features, np.flatnonzero(~is_test))
+  mean, std = frame_statistics(train)
+  train, test = standardize(train, splits.take(features,
+                                               np.flatnonzero(is_test)))
+  _, _, samples = frame_geometry(data, recordings.sample_rate)
+  wave, size = padded_waves(
+      [recordings.waves[i] for i in np.flatnonzero(is_test)], samples)
+  return Splits(train, test, names, test_waves=Waves(
+      wave, size, recordings.sample_rate, mean, std))

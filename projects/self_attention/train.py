@@ -7,7 +7,8 @@ lengths (projects/self_attention/data.py) and returns the Experiment that
 utterance, and padding is masked in attention and pooling. The loss is
 cross-entropy on the logits, or additive-margin softmax on the cosine
 classifier's outputs. `train_and_evaluate` adds the report: attention maps of
-a few test utterances in WORKDIR/attention_maps.png.
+a few test utterances in WORKDIR/attention_maps.png, and with
+`attack.epsilons` an L-inf PGD on the test waveforms (waveform_attack.py).
 """
 
 import dataclasses
@@ -29,6 +30,7 @@ from projects.self_attention import config as config_lib
 from projects.self_attention import data as data_lib
 from projects.self_attention import heads
 from projects.self_attention import models
+from projects.self_attention import waveform_attack
 
 
 def make_model(config: ml_collections.ConfigDict,
@@ -125,6 +127,11 @@ def train_and_evaluate(config: ml_collections.ConfigDict,
   count = config.attention_plot.utterances
 
   def report(state, summary):
+    metrics = {}
+    if config.attack.epsilons:  # validate: only recordings have waves
+      metrics = waveform_attack.attack_metrics(
+          config, experiment.model, state.params, state.model_state,
+          splits.test_waves, splits.test['label'], model_inputs)
     if config.plots and count and loop.is_chief():
       # The first test utterance of each of the first `count` classes.
       _, first = np.unique(splits.test['label'], return_index=True)
@@ -136,7 +143,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict,
                           os.path.join(workdir, 'attention_maps.png'),
                           title=f'{config.project}: {config.data.source} '
                           f'{config.data.task}')
-    return {}
+    return metrics
 
   task = dataclasses.replace(trainer.make_task(config, experiment),
                              report=report)

@@ -13,6 +13,7 @@ import numpy as np
 import optax
 import pytest
 
+from lib import attacks as lib_attacks
 from lib import classifier as classifier_lib
 from lib import errors
 from lib import image_classifier
@@ -140,8 +141,10 @@ def test_zero_epsilon_leaves_images_unchanged():
 def test_projection_is_onto_the_ball_and_the_box():
   images = jnp.array([0.0, 0.05, 0.5, 0.95, 1.0])
   far = jnp.array([-1.0, 1.0, 0.0, 2.0, 0.5])
-  np.testing.assert_allclose(attacks.project(far, images, 0.1),
+  np.testing.assert_allclose(lib_attacks.project(far, images, 0.1),
                              [0.0, 0.15, 0.4, 1.0, 0.9], atol=1e-6)
+  np.testing.assert_allclose(lib_attacks.project(far, images, 0.1, (-1, 0.5)),
+                             [-0.1, 0.15, 0.4, 0.5, 0.5], atol=1e-6)
 
 
 def test_ensemble_is_the_mean_of_logits():

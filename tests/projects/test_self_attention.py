@@ -20,6 +20,7 @@ from projects.self_attention import heads
 from projects.self_attention import models
 from projects.self_attention import speakers
 from projects.self_attention import train
+from projects.self_attention import waveform_attack
 
 FSDD_DIR = os.path.join(os.path.dirname(__file__), '..', '..', '..', 'shared',
                         'data', 'spoken_digit', 'recordings')
@@ -197,6 +198,14 @@ def test_fsdd_names_parse_and_the_standard_split(tmp_path):
   assert splits.train['length'].max() <= 24
   padding = np.arange(24) >= splits.train['length'][:, None]
   assert np.all(splits.train['mel'][padding] == 0.0)
+  # The waveform attack's input path gives the model the same features.
+  waves = splits.test_waves
+  chex.assert_shape(waves.wave, (4, (24 - 1) * 80 + 200))
+  assert np.all(waves.wave[np.arange(waves.wave.shape[1]) >=
+                           waves.size[:, None]] == 0.0)
+  features = jax.jit(waveform_attack.features_fn(data, waves))(
+      waves.wave, splits.test['length'])
+  np.testing.assert_allclose(features, splits.test['mel'], atol=2e-4)
   data.task = 'digit'
   digits = data_lib.load(data, seed=0)
   assert digits.class_names == tuple(str(d) for d in range(10))
@@ -256,6 +265,8 @@ def test_course_folder_loader_reads_the_metadata_layout(tmp_path):
     ('model.num_heads', 3, 'multiple of num_heads'),
     ('loss.name', 'arcface', 'loss.name'),
     ('loss.scale', 0.0, 'loss.scale'),
+    ('attack.epsilons', (0.01, 2.0), 'attack.epsilons'),
+    ('attack.num_steps', 0, 'attack.num_steps'),
 ])
 def test_bad_configs_are_config_errors(field, value, message):
   config = config_lib.get_config()
@@ -277,15 +288,29 @@ def test_config_variants_and_unknown_ones():
   config.data.task = 'digit'
   with pytest.raises(ConfigError, match='speaker labels only'):
     config_lib.validate(config)
+  config = config_lib.get_config('course')
+  config.attack.epsilons = (0.01,)
+  with pytest.raises(ConfigError, match='needs recordings'):
+    config_lib.validate(config)
 
 
-def test_quick_config_learns_the_synthetic_speakers(tmp_path):
+def test_quick_config_learns_the_synthetic_speakers_and_pgd_fools_it(
+    tmp_path):
   config = config_lib.get_config('quick')
   config.num_devices = 2
+  config.attack.epsilons = (0.001, 0.01)
   result = train.train_and_evaluate(config, str(tmp_path))
   metrics = result.metrics
   assert metrics['baseline/majority_class_accuracy'] == pytest.approx(1 / 6)
   assert metrics['test/accuracy'] > 0.8, metrics
+  # From the waveform the model predicts as from the stored features; PGD
+  # on the samples takes more away the larger its budget, at a lower SNR.
+  assert metrics['attack/clean_accuracy'] == pytest.approx(
+      metrics['test/accuracy'], abs=1.5 / 120)
+  small, large = 'attack/epsilon_0.001', 'attack/epsilon_0.01'
+  assert metrics[f'{large}/accuracy'] < metrics['test/accuracy'] - 0.4
+  assert metrics[f'{large}/accuracy'] <= metrics[f'{small}/accuracy']
+  assert metrics[f'{small}/snr_db'] > metrics[f'{large}/snr_db'] + 10
   assert (tmp_path / 'attention_maps.png').is_file()
   assert (tmp_path / 'summary.json').is_file()
 
