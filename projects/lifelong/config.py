@@ -11,9 +11,10 @@ Variants (`--config=projects/lifelong/config.py:VARIANT`):
                   head on a shared output layer (task-incremental).
 
 Pick the method with --config.method=NAME (finetune, multitask, ewc, mas, si,
-rwalk, scp, agem, gem, lwf, packnet) and its strength with
+rwalk, scp, agem, gem, lwf, packnet, pnn, net2net) and its strength with
 --config.NAME.strength=... (the regularizers and lwf); switch
-the data to TFDS with --config.tasks.source=tfds (tasks.tfds_name='mnist').
+the data to TFDS with --config.tasks.source=tfds (tasks.tfds_name='mnist'),
+and the curriculum with --config.tasks.order='(4, 3, 2, 1, 0)'.
 """
 
 import ml_collections
@@ -36,6 +37,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
       source='digits',  # digits | mnist | tfds
       num_tasks=5,
       rotation_step=20.0,  # rotated: task t turns the digits by t * this (degrees)
+      order=(),  # the curriculum: a permutation of 0..num_tasks-1; () in order
       train_per_task=0,  # 0: all training images; else a fixed random subset
       test_per_task=0,  # 0: the whole test set
       test_fraction=0.2,  # digits: held out as the test set
@@ -79,6 +81,9 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   # layer, then retrain the kept ones for the task's last retrain_steps steps.
   config.packnet = ml_collections.ConfigDict(dict(prune_fraction=0.5,
                                                   retrain_steps=50))
+  # Net2Net: widen_by units more in every hidden layer before each new task,
+  # copies of existing ones with noise x their layer's weight std added.
+  config.net2net = ml_collections.ConfigDict(dict(widen_by=32, noise=0.01))
 
   # Adam restarted at every task.
   config.optimizer.name = 'adam'
@@ -107,6 +112,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     config.agem.memory_batch_size = 128
     config.gem.memory_per_task = 256
     config.packnet.retrain_steps = 100
+    config.net2net.widen_by = 128
     # Strengths picked on rotated MNIST among 2-3 values each (see README).
     config.ewc.strength = 2000.0
     config.mas.strength = 1.0
@@ -137,6 +143,9 @@ def validate(config: ml_collections.ConfigDict):
   if tasks.kind == 'split' and tasks_lib.NUM_CLASSES % tasks.num_tasks:
     raise ConfigError(f'tasks.num_tasks={tasks.num_tasks}: split tasks need a '
                       f'divisor of {tasks_lib.NUM_CLASSES} (2 or 5)')
+  if tasks.order and sorted(tasks.order) != list(range(tasks.num_tasks)):
+    raise ConfigError(f'tasks.order={tasks.order!r} must be a permutation of '
+                      f'0..{tasks.num_tasks - 1} (or () for that order)')
   for name in ('train_per_task', 'test_per_task'):
     if tasks[name] < 0:
       raise ConfigError(f'tasks.{name}={tasks[name]} must be >= 0 (0: all)')
@@ -186,3 +195,12 @@ def validate(config: ml_collections.ConfigDict):
     raise ConfigError(f'config.packnet.retrain_steps={packnet.retrain_steps!r}'
                       ' must be an integer in [1, steps_per_task='
                       f'{config.steps_per_task})')
+  net2net = config.net2net
+  if not isinstance(net2net.widen_by, int) or net2net.widen_by < 0:
+    raise ConfigError(f'config.net2net.widen_by={net2net.widen_by!r} must be '
+                      'an integer >= 0')
+  if not net2net.noise >= 0:
+    raise ConfigError(f'config.net2net.noise={net2net.noise} must be >= 0')
+  if config.method == 'net2net' and not config.model.features:
+    raise ConfigError('config.model.features=(): Net2Net widens hidden layers;'
+                      ' give it at least one')

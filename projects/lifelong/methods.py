@@ -28,6 +28,8 @@ RWalk's already carry the history and are replaced. The others:
   packnet  prunes each task's weights by magnitude after training it and
            freezes the kept ones; task t is evaluated on the weights of tasks
            0..t (`owners` records each weight's task)
+  pnn, net2net  grow the network (growth.py): a new column per task, or wider
+           hidden layers before each task
 """
 
 from typing import Callable
@@ -41,8 +43,9 @@ MASKED_LOGIT = -1e9
 REGULARIZERS = ('ewc', 'mas', 'si', 'rwalk', 'scp')
 WITH_STRENGTH = (*REGULARIZERS, 'lwf')  # a config.<method>.strength field
 MEMORY_METHODS = ('agem', 'gem')  # keep an episodic memory of earlier tasks
+GROWING = ('pnn', 'net2net')  # change the model's architecture (growth.py)
 METHODS = ('finetune', 'multitask', *REGULARIZERS, 'agem', 'gem', 'lwf',
-           'packnet')
+           'packnet', *GROWING)
 FREE = jnp.iinfo(jnp.int32).max  # PackNet: the owner of a weight no task holds
 MAX_GEM_CONSTRAINTS = 10  # earlier tasks; GEM's exact QP tries 2^10 supports
 

@@ -60,13 +60,15 @@ def plot_accuracy_matrix(matrix, path: str, *, title: str = '',
 
 
 def task_names(config) -> list[str]:
+  """The tasks' names in the run's order (`tasks.order`)."""
   tasks = config.tasks
+  order = tasks_lib.run_order(config)
   if tasks.kind == 'rotated':
-    return [f'{t * tasks.rotation_step:g}°' for t in range(tasks.num_tasks)]
+    return [f'{t * tasks.rotation_step:g}°' for t in order]
   if tasks.kind == 'split':
     width = tasks_lib.NUM_CLASSES // tasks.num_tasks
-    return [f'{t * width}-{(t + 1) * width - 1}' for t in range(tasks.num_tasks)]
-  return [f'P{t}' for t in range(tasks.num_tasks)]
+    return [f'{t * width}-{(t + 1) * width - 1}' for t in order]
+  return [f'P{t}' for t in order]
 
 
 def write_report(config, workdir: str, matrix, random_init) -> dict:

@@ -20,6 +20,7 @@ from lib import steps as steps_lib
 from lib import train_state as train_state_lib
 from lib.data import batches as batches_lib
 from lib.data import splits
+from projects.lifelong import growth
 from projects.lifelong import methods
 from projects.lifelong import state as state_lib
 from projects.lifelong import tasks as tasks_lib
@@ -48,11 +49,24 @@ class TaskSequence:
     self.config, self.mesh = config, mesh
     self.train_tasks = [splits.shard_for_process(t) for t in train_tasks]
     self.local_batch = batches_lib.local_batch_size(config.batch_size)
-    self.model = models.MLP(tuple(config.model.features),
-                            num_outputs=tasks_lib.NUM_CLASSES)
-    apply_fn = lambda params, x: self.model.apply({'params': params}, x)
+    features = tuple(config.model.features)
+    # Net2Net starts at `features`, embedded in its final widths' zeros.
+    self.start_model = models.MLP(features, num_outputs=tasks_lib.NUM_CLASSES)
+    if config.method == 'pnn':
+      self.model = growth.ProgressiveMLP(features, tasks_lib.NUM_CLASSES,
+                                         config.tasks.num_tasks)
+      task_apply = growth.column_apply(self.model)
+    else:
+      if config.method == 'net2net':
+        features = growth.final_widths(features, config.net2net.widen_by,
+                                       config.tasks.num_tasks)
+      self.model = models.MLP(features, num_outputs=tasks_lib.NUM_CLASSES)
+      task_apply = lambda params, x, task: self.model.apply({'params': params},
+                                                            x)
+    apply_fn = lambda params, x: task_apply(params, x, 0)
     self.tx = optim.make_optimizer(config.optimizer, config.steps_per_task)
-    self.train_step = state_lib.make_train_step(config, apply_fn, self.tx, mesh)
+    self.train_step = state_lib.make_train_step(config, task_apply, self.tx,
+                                                mesh)
     self.importance_step = (
         state_lib.make_importance_step(config, apply_fn, mesh)
         if config.method in IMPORTANCE_METHODS else None)
@@ -61,10 +75,14 @@ class TaskSequence:
     if config.method == 'packnet':
       self.prune = state_lib.make_packnet_prune(config, mesh)
       self.task_params = state_lib.make_task_params(mesh)
+    if config.method == 'net2net':
+      self.widen = state_lib.make_net2net_widen(config, mesh)
 
     def eval_fn(params, model_state, batch):
       del model_state
-      logits = methods.masked_logits(apply_fn, params, batch)
+      task = batch['task'][0]  # an eval batch holds one task (padding too)
+      logits = methods.masked_logits(
+          lambda params, x: task_apply(params, x, task), params, batch)
       return {'accuracy': (jnp.argmax(logits, -1) == batch['label']).astype(
           jnp.float32)}
 
@@ -90,9 +108,16 @@ class TaskSequence:
     return np.array(result, np.float32)
 
   def init(self) -> state_lib.LifelongState:
-    train = train_state_lib.create_train_state(
-        self.model, self.tx, self.train_tasks[0]['input'][:1],
-        jax.random.key(self.config.seed), self.mesh)
+    sample, key = self.train_tasks[0]['input'][:1], jax.random.key(
+        self.config.seed)
+    train = train_state_lib.create_train_state(self.model, self.tx, sample,
+                                               key, self.mesh)
+    if self.config.method == 'net2net':
+      start = train_state_lib.create_train_state(self.start_model, self.tx,
+                                                 sample, key, self.mesh)
+      train = jax.jit(lambda t, s: t.replace(params=growth.pad_to(
+          s.params, t.params)), out_shardings=mesh_lib.replicated(
+              self.mesh))(train, start)
     # FWT's reference: the untrained model on every task (on a resume, the
     # checkpoint's copy replaces this one).
     return state_lib.initial_state(self.config, train, self.accuracies(train),
@@ -103,6 +128,8 @@ class TaskSequence:
     task = (step - 1) // per_task
     if step > 1 and (step - 1) % per_task == 0:
       state = self.restart_optimizer(state)
+      if self.config.method == 'net2net':
+        state = self.widen(state, np.int32(task))
     if (self.config.method == 'packnet' and (step - 1) % per_task
         == per_task - self.config.packnet.retrain_steps):
       state = self.prune(state, np.int32(task))

@@ -18,6 +18,7 @@ from optax import tree_utils as otu
 
 from lib import mesh as mesh_lib
 from lib import train_state as train_state_lib
+from projects.lifelong import growth
 from projects.lifelong import methods
 
 
@@ -29,7 +30,8 @@ class LifelongState:
   tracks: dict  # running sums along training: SI/RWalk 'path', RWalk 'fisher', 'score'
   matrix: jax.Array  # [T, T]: R[i, j], accuracy on task j after task i
   random_init: jax.Array  # [T]: the untrained model's accuracy on each task
-  owners: Any  # PackNet: each weight's task (methods.FREE: none yet); else {}
+  owners: Any  # PackNet: each weight's task (methods.FREE: none yet); PNN:
+  # each leaf's column; else {}
 
 
 def initial_state(config, train: train_state_lib.TrainState, random_init,
@@ -45,6 +47,8 @@ def initial_state(config, train: train_state_lib.TrainState, random_init,
     if config.method == 'packnet':
       owners = jax.tree.map(
           lambda p: jnp.full(p.shape, methods.FREE, jnp.int32), params)
+    elif config.method == 'pnn':
+      owners = growth.column_owners(params)
     return LifelongState(
         train=train, anchor=jax.tree.map(jnp.copy, params),
         importance=otu.tree_zeros_like(params),
@@ -63,8 +67,17 @@ def memory_sharding(config, mesh):
   return mesh_lib.batch_sharding(mesh)
 
 
-def make_train_step(config, apply_fn, tx, mesh):
+def net2net_widths(config, task):
+  """Net2Net's hidden widths while training `task` (traced)."""
+  return (jnp.asarray(config.model.features, jnp.int32)
+          + config.net2net.widen_by * task)
+
+
+def make_train_step(config, task_apply, tx, mesh):
   """step(state, batch, memory_batch) -> (state, metrics), jitted once for all tasks.
+
+  `task_apply(params, inputs, task)` gives the logits of the model that
+  `task` trains and is evaluated with (PNN's column; the others ignore it).
 
   `memory_batch` is A-GEM's sample of the episodic memory, with a per-example
   'weight' (0 while there is no memory yet), or GEM's whole memory, one slot
@@ -75,15 +88,17 @@ def make_train_step(config, apply_fn, tx, mesh):
   per_task = config.steps_per_task
   strength = config[method].strength if method in methods.WITH_STRENGTH else 0.0
 
-  def task_loss(params, batch):
-    logits = methods.masked_logits(apply_fn, params, batch)
-    loss = methods.cross_entropy(logits, batch['label']).mean()
-    accuracy = jnp.mean(jnp.argmax(logits, -1) == batch['label'])
-    return loss, accuracy
-
   def step(state: LifelongState, batch, memory_batch):
     train = state.train
     task = train.step // per_task
+    apply_fn = lambda params, x: task_apply(params, x, task)
+
+    def task_loss(params, batch):
+      logits = methods.masked_logits(apply_fn, params, batch)
+      loss = methods.cross_entropy(logits, batch['label']).mean()
+      accuracy = jnp.mean(jnp.argmax(logits, -1) == batch['label'])
+      return loss, accuracy
+
     (loss, accuracy), grads = jax.value_and_grad(task_loss, has_aux=True)(
         train.params, batch)
     metrics = {'loss': loss, 'accuracy': accuracy}
@@ -125,13 +140,20 @@ def make_train_step(config, apply_fn, tx, mesh):
       metrics['penalty'] = weight * distill
     updates, opt_state = tx.update(total, train.opt_state, train.params)
     params = optax.apply_updates(train.params, updates)
+    updatable = None
     if method == 'packnet':  # only the free weights, or the task's once pruned
       retrain_from = per_task - config.packnet.retrain_steps
       trainer = jnp.where(train.step % per_task >= retrain_from, task,
                           methods.FREE)
-      params = jax.tree.map(
-          lambda new, old, owner: jnp.where(owner == trainer, new, old),
-          params, train.params, state.owners)
+      updatable = jax.tree.map(lambda owner: owner == trainer, state.owners)
+    elif method == 'pnn':  # the task's column alone; the earlier ones frozen
+      updatable = jax.tree.map(lambda owner: owner == task, state.owners)
+    elif method == 'net2net':  # units not grown yet stay zero
+      updatable = growth.grown_masks(train.params,
+                                     net2net_widths(config, task))
+    if updatable is not None:
+      params = jax.tree.map(lambda new, old, keep: jnp.where(keep, new, old),
+                            params, train.params, updatable)
 
     tracks = dict(state.tracks)
     moved = otu.tree_sub(params, train.params)
@@ -236,4 +258,17 @@ def make_packnet_prune(config, mesh):
 def make_task_params(mesh):
   """(params, owners, task) -> the weights PackNet evaluates `task` with."""
   return jax.jit(methods.packnet_task_params,
+                 out_shardings=mesh_lib.replicated(mesh))
+
+
+def make_net2net_widen(config, mesh):
+  """widen(state, task) -> state: Net2WiderNet before `task` (task >= 1)."""
+  def widen(state: LifelongState, task):
+    key = jax.random.fold_in(jax.random.key(config.seed + 2), task)
+    params = growth.wider_net(
+        state.train.params, net2net_widths(config, task - 1),
+        config.net2net.widen_by, key, config.net2net.noise)
+    return state.replace(train=state.train.replace(params=params))
+
+  return jax.jit(widen, donate_argnums=0,
                  out_shardings=mesh_lib.replicated(mesh))

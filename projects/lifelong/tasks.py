@@ -1,10 +1,12 @@
 """Task sequences for continual learning: permuted, rotated and split digits.
 
 A task is {'input': float32 [N, H*W], 'label': int32 [N], 'class_mask':
-float32 [N, 10]}: the mask marks the classes the task's head may predict (all
-ten for permuted and rotated tasks, the task's two for split MNIST, where each
-task is its own two-way problem on a shared output layer). Every transform is
-done once, at load time, in numpy.
+float32 [N, 10], 'task': int32 [N]}: the mask marks the classes the task's head
+may predict (all ten for permuted and rotated tasks, the task's two for split
+MNIST, where each task is its own two-way problem on a shared output layer);
+'task' is the task's place in the run (PNN evaluates it with that column).
+`tasks.order` (a permutation; empty for 0, 1, ...) says which task comes when.
+Every transform is done once, at load time, in numpy.
 """
 
 import ml_collections
@@ -79,9 +81,14 @@ def _task(images: np.ndarray, labels: np.ndarray, classes) -> dict:
           'label': labels.astype(np.int32), 'class_mask': mask}
 
 
+def run_order(config: ml_collections.ConfigDict) -> list[int]:
+  """The tasks' indices in the order the run trains them."""
+  return list(config.tasks.order) or list(range(config.tasks.num_tasks))
+
+
 def make_tasks(config: ml_collections.ConfigDict) -> tuple[list[dict],
                                                             list[dict]]:
-  """(train tasks, test tasks), `config.tasks.num_tasks` of each.
+  """(train tasks, test tasks), `config.tasks.num_tasks` of each, in run order.
 
   The config must have passed `config.validate`.
   """
@@ -112,4 +119,11 @@ def make_tasks(config: ml_collections.ConfigDict) -> tuple[list[dict],
         return _task(s['image'][keep], s['label'][keep], classes)
     train_tasks.append(make(train))
     test_tasks.append(make(test))
-  return train_tasks, test_tasks
+  order = run_order(config)
+
+  def in_order(built):
+    return [{**built[t], 'task': np.full(len(built[t]['label']), place,
+                                         np.int32)}
+            for place, t in enumerate(order)]
+
+  return in_order(train_tasks), in_order(test_tasks)

@@ -111,7 +111,8 @@ def test_lwf_step_distils_the_previous_model_on_the_batch_alone():
            'class_mask': np.ones((6, 10), np.float32)}
   mesh = mesh_lib.make_mesh(1)
   tx = optim.make_optimizer(config.optimizer, config.steps_per_task)
-  step = state_lib.make_train_step(config, apply_fn, tx, mesh)
+  step = state_lib.make_train_step(
+      config, lambda p, x, task: apply_fn(p, x), tx, mesh)
   old = jax.tree.map(lambda p: p + 0.3, params)
   expected = config.lwf.strength * methods.distillation_loss(
       apply_fn, params, old, inputs, config.lwf.temperature)
@@ -205,6 +206,12 @@ def test_packnet_freezes_each_tasks_weights_and_evaluates_with_its_own():
     ('lwf', 'lwf.temperature', 0.0, 'lwf.temperature'),
     ('packnet', 'packnet.prune_fraction', 1.0, 'prune_fraction'),
     ('packnet', 'packnet.retrain_steps', 300, 'retrain_steps'),
+    ('finetune', 'tasks.order', (0, 0, 1, 2, 3), 'permutation of 0..4'),
+    ('finetune', 'tasks.order', (1, 2, 3, 4, 5), 'permutation of 0..4'),
+    ('finetune', 'tasks.order', (2, 1, 0), 'permutation of 0..4'),
+    ('net2net', 'net2net.widen_by', -1, 'net2net.widen_by'),
+    ('net2net', 'net2net.noise', -0.1, 'net2net.noise'),
+    ('net2net', 'model.features', (), 'Net2Net widens'),
 ])
 def test_bad_method_configs_fail_clearly(method, field, value, match):
   config = config_lib.get_config()
