@@ -16,6 +16,12 @@ HOMEWORK_LEVELS = {'fgsm': 0.70, 'ifgsm': 0.50, 'mifgsm': 0.30,
 DIGITS = 3
 
 
+def _pgd_column(settings) -> str:
+  restarts = settings.pgd_restarts
+  return (f'PGD-{settings.pgd_eval_steps} accuracy' +
+          (f' ({restarts} restarts)' if restarts > 1 else ''))
+
+
 def write_text(workdir: str, name: str, text: str):
   if loop.is_chief():
     path = epath.Path(workdir)
@@ -91,7 +97,7 @@ def training_table(config: ml_collections.ConfigDict, metrics: dict,
           'test images.\n\n' + markdown_table(rows, {
               'training': 'training', 'clean': 'clean accuracy',
               'fgsm': 'FGSM accuracy',
-              'pgd': f'PGD-{settings.pgd_eval_steps} accuracy'}, DIGITS))
+              'pgd': _pgd_column(settings)}, DIGITS))
 
 
 # Goodfellow et al. (2015), MNIST, FGSM at epsilon 0.25: (error, mean confidence).
@@ -104,8 +110,7 @@ def robustness_table(config: ml_collections.ConfigDict, metrics: dict,
   settings = config.attack
   columns = {'model': 'model', 'clean': 'clean accuracy',
              'fgsm_error': 'FGSM error', 'fgsm_confidence':
-             'FGSM mean confidence when wrong', 'pgd':
-             f'PGD-{settings.pgd_eval_steps} accuracy'}
+             'FGSM mean confidence when wrong', 'pgd': _pgd_column(settings)}
   if config.robustness.one_pixel:
     columns.update(one_pixel='one-pixel accuracy',
                    one_pixel_success='one-pixel success rate')
