@@ -14,7 +14,7 @@ Variants (`--config=projects/compression/config.py:VARIANT`):
   tfds      any TFDS image classification set by name (`data.tfds_name`).
 
 `method`: baseline | distill | prune | lottery | quantize | cluster | early_exit |
-all
+slimmable | binary | fitnets | all
 (see train.py). `model` is the student, `teacher.model` the teacher.
 `validate(config)` checks every field before anything loads or trains.
 """
@@ -66,6 +66,14 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
       channels=(32, 64, 64, 128), strides=(1, 2, 1, 2), exits=(1,),
       stem_channels=16, num_steps=600,
       thresholds=(0.0, 0.5, 0.8, 0.9, 0.95, 0.99, 1.01)))
+  # One slimmable student at these width multipliers (each <= 1).
+  config.slimmable = ml_collections.ConfigDict(dict(
+      widths=(0.25, 0.5, 0.75, 1.0)))
+  # FitNets: the teacher's module whose output is the hint, the student's
+  # (the guided layer) regressed onto it; the same resolution.
+  config.fitnets = ml_collections.ConfigDict(dict(
+      hint_layer='ResidualBlock_3', guided_layer='SeparableBlock_1',
+      hint_steps=200))
   config.augment.crop_padding = 1
   config.batch_size = 64
   config.num_steps = 600  # the student's
@@ -135,7 +143,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
 
 
 METHODS = ('baseline', 'distill', 'prune', 'lottery', 'quantize', 'cluster',
-           'early_exit', 'all')
+           'early_exit', 'slimmable', 'binary', 'fitnets', 'all')
 SOURCES = ('distilled', 'student')  # what compress_from may name
 
 
@@ -209,3 +217,37 @@ def validate(config: ml_collections.ConfigDict) -> None:
   _require(_positive_int(exits.num_steps),
            f'config.early_exit.num_steps={exits.num_steps!r} must be a '
            'positive integer')
+  widths = tuple(config.slimmable.widths)
+  _require(bool(widths) and all(0.0 < w <= 1.0 for w in widths)
+           and list(widths) == sorted(set(widths)),
+           f'config.slimmable.widths={widths} must be increasing width '
+           'multipliers in (0, 1]')
+  if config.method == 'slimmable':
+    model = config.model
+    _require(model.name == 'separable' and not model.rank
+             and model.batch_norm and not model.dropout,
+             "config.method='slimmable' needs the separable student with "
+             'batch norm (config.model.name=\'separable\', rank=0, '
+             'batch_norm=True, dropout=0)')
+  settings = config.fitnets
+  _require(_positive_int(settings.hint_steps),
+           f'config.fitnets.hint_steps={settings.hint_steps!r} must be a '
+           'positive integer')
+  if config.method == 'fitnets':
+    _validate_fitnets_layers(config)
+
+
+def _validate_fitnets_layers(config: ml_collections.ConfigDict) -> None:
+  settings = config.fitnets
+  layers = {'teacher': ('hint_layer', config.teacher.model),
+            'student': ('guided_layer', config.model)}
+  for who, (field, model) in layers.items():
+    if model.name == 'resnet':
+      names = [f'ResidualBlock_{i}' for i in range(sum(model.stage_sizes))]
+    elif model.name == 'separable':
+      names = [f'SeparableBlock_{i}' for i in range(len(model.channels))]
+    else:
+      continue  # other models: checked when the stage runs
+    _require(settings[field] in names,
+             f'config.fitnets.{field}={settings[field]!r} is not a block of '
+             f'the {who}: choose one of {names}')

@@ -16,7 +16,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from lib import models
+from projects.compression import students
 
 
 def distillation_loss(student_logits: jax.Array, teacher_logits: jax.Array,
@@ -40,12 +40,9 @@ def distill_loss_fn(student, teacher_logits_fn: Callable, *,
   """loss_fn in lib.steps' contract; `teacher_logits_fn(images)` is the frozen teacher."""
 
   def loss_fn(params, model_state, batch, key):
-    augment_key, dropout_key = jax.random.split(key)
-    images, labels = batch['image'], batch['label']
-    if augment is not None:
-      images = augment(augment_key, images)
-    logits, model_state = models.apply_model(
-        student, params, model_state, images, train=True, key=dropout_key)
+    labels = batch['label']
+    logits, model_state, images = students.train_forward(
+        student, params, model_state, batch, key, augment)
     teacher_logits = jax.lax.stop_gradient(teacher_logits_fn(images))
     loss = distillation_loss(logits, teacher_logits, labels,
                              temperature=temperature, alpha=alpha,

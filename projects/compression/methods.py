@@ -7,11 +7,13 @@ evaluation.Evaluation.row builds it.
 import jax
 import numpy as np
 
+from projects.compression import binary_connect
 from projects.compression import huffman
 from projects.compression import measure
 from projects.compression import models
 from projects.compression import pruning
 from projects.compression import quantization
+from projects.compression import slimmable as slimmable_lib
 from projects.compression import students
 
 
@@ -145,5 +147,48 @@ def early_exit(config, stages, evaluation) -> list[dict]:
   return rows
 
 
+def slimmable(config, stages, evaluation) -> list[dict]:
+  """A row per width of one slimmable student, as the ordinary net of that
+  width cut from it."""
+  model = students.make_slimmable(config, stages.data.num_classes)
+  variables = stages.slimmable(model)
+  rows = []
+  for index, width in enumerate(model.widths):
+    narrow = slimmable_lib.separable_at_width(model, index)
+    rows.append(evaluation.row(
+        f'slimmable_{width:g}', narrow, slimmable_lib.variables_at_width(
+            model, variables, index, evaluation.sample),
+        note=f'width {width:g} of one slimmable net (widths '
+        f'{tuple(model.widths)}), its own batch norm; channels '
+        f'{narrow.channels}, stem {narrow.stem_channels}'))
+  return rows
+
+
+def binary(config, stages, evaluation) -> list[dict]:
+  variables = stages.binary()
+  return [evaluation.row(
+      'binary', stages.student,
+      {**variables, 'params': binary_connect.binarize_kernels(
+          variables['params'])},
+      model_bytes=binary_connect.binary_bytes(variables),
+      note='BinaryConnect: sign(w) x per-channel mean |w|, '
+      f'{config.num_steps} steps')]
+
+
+def fitnets(config, stages, evaluation) -> list[dict]:
+  settings, distill_settings = config.fitnets, config.distill
+  return [evaluation.row(
+      'fitnets', stages.student, stages.fitnets(),
+      note=f'hint {settings.hint_layer} -> {settings.guided_layer}, '
+      f'{settings.hint_steps} steps, then T={distill_settings.temperature:g}, '
+      f'alpha={distill_settings.alpha:g}')]
+
+
 METHODS = {'baseline': baseline, 'distill': distill, 'prune': prune,
-           'lottery': lottery, 'quantize': quantize, 'cluster': cluster, 'early_exit': early_exit}
+           'lottery': lottery, 'quantize': quantize, 'cluster': cluster,
+           'early_exit': early_exit, 'slimmable': slimmable, 'binary': binary,
+           'fitnets': fitnets}
+# What method 'all' runs: the homework's and the lecture's, as in the README's
+# digits table (slimmable, binary and fitnets run on their own).
+ALL = ('baseline', 'distill', 'prune', 'lottery', 'quantize', 'cluster',
+       'early_exit')

@@ -7,6 +7,10 @@
   prune/pruned_<s>/round_<r>    one magnitude pruning round's fine-tuning
   prune/structured_<f>          the slimmed net's fine-tuning
   early_exit                    the EarlyExitCNN on all its heads' losses
+  slimmable                     the slimmable student on all its widths' losses
+  binary                        the student with BinaryConnect's binary kernels
+  hint, fitnets                 FitNets: the hint stage, then distillation
+                                from its student
 
 A stage whose run finished restores its last checkpoint and trains no
 further, so a killed run resumes at the stage where it stopped (and inside
@@ -38,7 +42,9 @@ from lib.data import augment as augment_lib
 from lib.data import batches as batches_lib
 from lib.data import images as image_data
 from lib.data import splits
+from projects.compression import binary_connect
 from projects.compression import distillation
+from projects.compression import fitnets
 from projects.compression import pruning
 from projects.compression import students
 
@@ -117,10 +123,23 @@ class Stages:
       self.states[stage] = result.state
     return self.states[stage]
 
-  def _trained(self, stage: str, config, experiment) -> dict:
-    """The variables of `experiment` trained by lib.trainer's task."""
-    return variables_of(self._run(
-        stage, config, trainer.make_task(config, experiment, self.mesh)))
+  def _trained(self, stage: str, config, experiment,
+               start: dict | None = None) -> dict:
+    """The variables of `experiment` trained by lib.trainer's task, from
+    `start` (variables; default: the model's initialization)."""
+    task = trainer.make_task(config, experiment, self.mesh)
+    if start is not None:
+      tx, initial = experiment.tx, task.init
+
+      def init():
+        params = start['params']
+        return jax.device_put(initial().replace(
+            params=params, opt_state=tx.init(params),
+            model_state={k: v for k, v in start.items() if k != 'params'}),
+                              mesh_lib.replicated(self.mesh))
+
+      task = dataclasses.replace(task, init=init)
+    return variables_of(self._run(stage, config, task))
 
   def teacher_model(self):
     return lib_models.make_image_classifier(self.config.teacher.model,
@@ -138,20 +157,72 @@ class Stages:
   def baseline(self) -> dict:
     return self._trained('student', self.config, self._student_experiment())
 
-  def distilled(self) -> dict:
+  def _teacher_fn(self, layer: str | None = None):
+    """images -> the frozen teacher's logits (or the output of its module
+    named `layer`), its replicated parameters closed over."""
     teacher, model = self._teacher_state(), self.teacher_model()
 
-    def teacher_logits(images):  # the replicated teacher, closed over
+    def logits(images):
       return lib_models.apply_model(model, teacher.params, teacher.model_state,
                                     images, train=False)[0]
 
+    if layer is None:
+      return logits
+    return lambda images: fitnets.layer_output(logits, layer, images)[1]
+
+  def _distill_experiment(self) -> trainer.Experiment:
     settings = self.config.distill
     loss_fn = distillation.distill_loss_fn(
-        self.student, teacher_logits, temperature=settings.temperature,
+        self.student, self._teacher_fn(), temperature=settings.temperature,
         alpha=settings.alpha,
         augment=augment_lib.make_augment(self.config.augment))
-    return self._trained('distilled', self.config,
-                         self._student_experiment(loss_fn))
+    return dataclasses.replace(
+        self._student_experiment(loss_fn),
+        tx=optim.make_optimizer(self.config.optimizer, self.config.num_steps))
+
+  def distilled(self) -> dict:
+    return self._trained('distilled', self.config, self._distill_experiment())
+
+  def hinted(self) -> dict:
+    """The student after FitNets' hint stage (its regressor dropped)."""
+    settings = self.config.fitnets
+    config = stage_config(self.config, settings.hint_steps)
+    teacher_hint = self._teacher_fn(settings.hint_layer)
+    hint_shape = jax.eval_shape(teacher_hint, self.data.train['image'][:1])
+    model = fitnets.HintNet(self.student, settings.guided_layer,
+                            hint_shape.shape[-1])
+    loss_fn, eval_fn = fitnets.hint_fns(
+        model, teacher_hint, augment_lib.make_augment(config.augment))
+    experiment = dataclasses.replace(
+        image_classifier.build(config, self.data), model=model,
+        loss_fn=loss_fn, eval_fn=eval_fn, baselines={})
+    variables = self._trained('hint', config, experiment)
+    return {name: collection['student']
+            for name, collection in variables.items()}
+
+  def fitnets(self) -> dict:
+    """FitNets: the hinted student trained as `distilled` is."""
+    return self._trained('fitnets', self.config, self._distill_experiment(),
+                         start=self.hinted())
+
+  def slimmable(self, model) -> dict:
+    """The slimmable student trained on the mean of its widths' losses."""
+    loss_fn, eval_fn = students.early_exit_fns(
+        model, augment_lib.make_augment(self.config.augment))
+    return self._trained('slimmable', self.config, dataclasses.replace(
+        self._student_experiment(), model=model, loss_fn=loss_fn,
+        eval_fn=eval_fn))
+
+  def binary(self) -> dict:
+    """The student trained with BinaryConnect (its real-valued kernels)."""
+    experiment = self._student_experiment()
+    loss_fn, eval_fn = binary_connect.binarized_fns(experiment.loss_fn,
+                                                    experiment.eval_fn)
+    tx = optax.chain(
+        optim.make_optimizer(self.config.optimizer, self.config.num_steps),
+        binary_connect.clip_kernels())
+    return self._trained('binary', self.config, dataclasses.replace(
+        experiment, loss_fn=loss_fn, eval_fn=eval_fn, tx=tx))
 
   def source(self) -> dict:
     """The trained student that pruning, quantization and clustering use."""

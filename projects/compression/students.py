@@ -1,4 +1,5 @@
-"""The small networks trained here: the budgeted student, the early-exit net.
+"""The small networks trained here: the budgeted student, the early-exit and
+slimmable nets.
 
 `make_student` builds config.model (lib's SeparableCNN, or with `rank` > 0
 models.low_rank_separable_cnn); `check_budget` counts its parameters from an
@@ -14,6 +15,7 @@ import optax
 from lib import models as lib_models
 from lib.errors import ConfigError
 from projects.compression import models
+from projects.compression import slimmable
 
 
 def make_student(config: ml_collections.ConfigDict, num_classes: int):
@@ -47,20 +49,38 @@ def make_early_exit(config: ml_collections.ConfigDict,
       settings.stem_channels, num_classes, config.model.batch_norm)
 
 
+def make_slimmable(config: ml_collections.ConfigDict,
+                   num_classes: int) -> slimmable.SlimmableSeparableCNN:
+  model = config.model
+  return slimmable.SlimmableSeparableCNN(
+      tuple(model.channels), tuple(model.strides), model.stem_channels,
+      num_classes, tuple(config.slimmable.widths))
+
+
+def train_forward(model, params, model_state, batch, key, augment=None):
+  """(outputs, new model_state, images): `model` in training mode on the
+  batch's images, augmented by `augment(key, images)` when given."""
+  augment_key, dropout_key = jax.random.split(key)
+  images = batch['image']
+  if augment is not None:
+    images = augment(augment_key, images)
+  outputs, model_state = lib_models.apply_model(
+      model, params, model_state, images, train=True, key=dropout_key)
+  return outputs, model_state, images
+
+
 def early_exit_fns(model, augment=None):
   """(loss_fn, eval_fn) in lib.steps' contract.
 
   The loss is the mean cross-entropy over all heads, so every exit learns to
-  classify; eval reports the final head's and each exit's accuracy.
+  classify; eval reports the final head's and each exit's accuracy. A
+  slimmable net's heads are its widths (the paper sums their losses: the mean
+  is that sum / the number of widths, the same steps under Adam).
   """
 
   def loss_fn(params, model_state, batch, key):
-    augment_key, dropout_key = jax.random.split(key)
-    images = batch['image']
-    if augment is not None:
-      images = augment(augment_key, images)
-    heads, model_state = lib_models.apply_model(
-        model, params, model_state, images, train=True, key=dropout_key)
+    heads, model_state, _ = train_forward(model, params, model_state, batch,
+                                          key, augment)
     losses = [optax.softmax_cross_entropy_with_integer_labels(
         logits, batch['label']).mean() for logits in heads]
     accuracy = jnp.mean(jnp.argmax(heads[-1], -1) == batch['label'])

@@ -23,7 +23,15 @@
   early_exit  an EarlyExitCNN (a head after the blocks in `early_exit.exits`)
               trained on the sum of its heads' losses; exits at the first head
               whose max softmax probability exceeds each threshold.
-  all         every one of the above.
+  slimmable   one slimmable student (Yu et al. 2019) trained on the mean of
+              its `slimmable.widths` losses, switchable batch norm; a row per
+              width.
+  binary      BinaryConnect: the student trained with sign(w) x scale in the
+              forward pass, real-valued weights in [-1, 1] updated.
+  fitnets     FitNets: the student's `fitnets.guided_layer` regressed onto
+              the teacher's `fitnets.hint_layer` for `fitnets.hint_steps`,
+              then distilled as in `distill`.
+  all         every one of the above but slimmable, binary and fitnets.
 
 Every training is a stage run by lib.loop in WORKDIR/<stage> (stages.py), so
 a rerun resumes at the stage where the last one stopped. Each method writes
@@ -55,8 +63,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict,
   stages = stages_lib.Stages(config, workdir, data, mesh)
   evaluation = evaluation_lib.Evaluation(data, config.batch_size, mesh)
   students.check_budget(stages.student, evaluation.sample, config.max_params)
-  methods = (list(methods_lib.METHODS) if config.method == 'all'
-             else [config.method])
+  methods = methods_lib.ALL if config.method == 'all' else [config.method]
   metrics = {}
   for method in methods:
     rows = methods_lib.METHODS[method](config, stages, evaluation)

@@ -395,7 +395,7 @@ def test_every_method_runs_end_to_end_and_a_rerun_trains_nothing(
   config.num_devices = 2
   metrics = train.train_and_evaluate(config, str(tmp_path)).metrics
   rows = {}
-  for method in methods.METHODS:
+  for method in methods.ALL:
     path = tmp_path / 'results' / f'{method}.json'
     for row in json.loads(path.read_text()):
       rows[row['name']] = row
