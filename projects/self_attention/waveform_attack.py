@@ -7,8 +7,6 @@ recording (its padding stays silent) and the waveform within [-1, 1]; its
 size is reported as the signal-to-noise ratio 10 log10(sum x^2 / sum d^2).
 """
 
-import functools
-
 import jax
 import jax.numpy as jnp
 import ml_collections
@@ -46,7 +44,8 @@ def attack_metrics(config: ml_collections.ConfigDict, model, params,
                                            waves.sample_rate),
             'label': labels[:count]}
 
-  def run(params, batch, key, epsilon):
+  def run(inputs, batch, key):
+    params, epsilon = inputs  # epsilon traced: one compilation for every budget
     inside = (jnp.arange(batch['wave'].shape[1]) <
               batch['size'][:, None]).astype(jnp.float32)
     original = batch['wave']
@@ -70,12 +69,12 @@ def attack_metrics(config: ml_collections.ConfigDict, model, params,
             'attacked': jnp.argmax(logits_fn(original + noise), -1),
             'snr_db': snr, 'label': batch['label']}
 
-  mesh = mesh_lib.make_mesh(config.num_devices)
+  predictor = predict.Predictor(run, mesh_lib.make_mesh(config.num_devices))
   metrics = {}
   for epsilon in settings.epsilons:
-    outputs = predict.Predictor(functools.partial(run, epsilon=epsilon), mesh)(
-        params, splits_lib.shard_for_process(source), settings.batch_size,
-        jax.random.key(config.seed), all_processes=True)
+    outputs = predictor(
+        (params, jnp.float32(epsilon)), splits_lib.shard_for_process(source),
+        settings.batch_size, jax.random.key(config.seed), all_processes=True)
     right = outputs['clean'] == outputs['label']
     metrics['attack/clean_accuracy'] = float(np.mean(right))
     prefix = f'attack/epsilon_{epsilon:g}'
