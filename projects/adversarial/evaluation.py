@@ -291,22 +291,21 @@ def robustness_metrics(config: ml_collections.ConfigDict, runner: Runner,
       'fgsm': functools.partial(attacks.fgsm, epsilon=settings.epsilon),
       'pgd': functools.partial(attacks.pgd, **steps)}
   metrics = {'clean_accuracy': accuracy(predict(test, key))}
-  adversarial, attackers = {}, {}
-  for name, attack_fn in evaluation.items():
-    attackers[name] = runner.attacker(attack_fn, [classifier])
-    adversarial[name] = {'image': attackers[name](test, key),
-                         'label': test['label']}
-    outputs = predict(adversarial[name], key)
-    metrics[f'{name}_accuracy'] = accuracy(outputs)
-    metrics[f'{name}_error_confidence'] = error_confidence(outputs)
-    if name == 'pgd':  # an image resists PGD only if it resists every restart
-      robust = outputs['prediction'] == outputs['label']
-      for restart in range(1, settings.pgd_restarts):
-        restarted = predict({'image': attackers[name](
-            test, jax.random.fold_in(key, restart)), 'label': test['label']},
-                            key)
-        robust &= restarted['prediction'] == restarted['label']
-      metrics['pgd_accuracy'] = float(np.mean(robust))
+  attackers = {name: runner.attacker(attack_fn, [classifier])
+               for name, attack_fn in evaluation.items()}
+  adversarial, outputs = {}, {}
+  for name, attack in attackers.items():
+    adversarial[name] = {'image': attack(test, key), 'label': test['label']}
+    outputs[name] = predict(adversarial[name], key)
+    metrics[f'{name}_accuracy'] = accuracy(outputs[name])
+    metrics[f'{name}_error_confidence'] = error_confidence(outputs[name])
+  # An image resists PGD only if it resists every restart.
+  robust = outputs['pgd']['prediction'] == outputs['pgd']['label']
+  for restart in range(1, settings.pgd_restarts):
+    restarted = predict({'image': attackers['pgd'](
+        test, jax.random.fold_in(key, restart)), 'label': test['label']}, key)
+    robust &= restarted['prediction'] == restarted['label']
+  metrics['pgd_accuracy'] = float(np.mean(robust))
   if config.robustness.one_pixel:
     metrics.update(_one_pixel_metrics(config, runner, classifier, attacked,
                                       key))

@@ -41,6 +41,7 @@ import numpy as np
 from lib import config as lib_config
 from lib import image_classifier
 from lib import loop
+from lib import models as lib_models
 from lib.config import require
 from lib import trainer
 from lib.data import augment as augment_lib
@@ -194,7 +195,8 @@ def _reprogram_mode(config, workdir, data, runner, attacked):
   model_config = classifier_config(config, settings.model, config.seed)
   frozen, frozen_metrics = train_classifier(
       model_config, os.path.join(workdir, 'frozen'), data)
-  random_net = image_classifier.build(model_config, data).model
+  random_net = lib_models.make_image_classifier(model_config.model,
+                                                data.num_classes)
   variables = random_net.init(jax.random.key(config.seed),
                               data.train['image'][:1])
   networks = {'trained': frozen, 'random': image_classifier.Classifier(
@@ -222,7 +224,7 @@ def _reprogram_mode(config, workdir, data, runner, attacked):
   report.write_text(workdir, 'results.md', report.reprogram_table(
       config, metrics, frame, cell))
   if config.plots and loop.is_chief():
-    report.plot_programs(experiment.model, programs, task['test'],
+    report.plot_programs(reprogramming.Program(frame), programs, task['test'],
                          os.path.join(workdir, 'reprogrammed.png'))
   return trainer.TrainResult({'frozen': frozen, 'programs': programs},
                              metrics)
